@@ -1,0 +1,48 @@
+"""The `helios` command.
+
+`helios data ...` works on datasets (convert, stats, inspect, demo). Each group lives in its
+own module and registers its subcommands on the parser here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from helios import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every command group."""
+    from helios.data.cli import add_data_commands
+
+    parser = argparse.ArgumentParser(
+        prog="helios",
+        description="Helios: multimodal Earth-observation foundation models.",
+    )
+    parser.add_argument("--version", action="version", version=f"helios {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    add_data_commands(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `helios` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"helios: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Datasets: modalities, the H5 sample layout, conversion, normalization, masking, loading."""
+
+from helios.data.modalities import MISSING_VALUE, MODALITIES, BandSet, ModalitySpec, get_modality
+from helios.data.sample import MaskedBatch, MaskValue, Sample
+
+__all__ = [
+    "MISSING_VALUE",
+    "MODALITIES",
+    "BandSet",
+    "MaskValue",
+    "MaskedBatch",
+    "ModalitySpec",
+    "Sample",
+    "get_modality",
+]

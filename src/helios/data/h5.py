@@ -1,0 +1,306 @@
+"""The H5 training-set layout (shared/FORMATS.md §2): read it unchanged, write it atomically.
+
+A directory such as `h5py_data_w_missing_timesteps_zstd_3_128_x_4/<modalities>/<N>/` holds
+`sample_{i}.h5` files, `sample_metadata.csv`, `compression_settings.json` and
+`latlon_distribution.npy`. In each sample file a multitemporal modality stores only the
+timesteps it has, in order; `missing_timesteps_masks/<modality>` (bool [T], True where present)
+places them on the sample's time axis `timestamps` [T, 3] (day, month, year).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from helios.data.modalities import MISSING_VALUE, MODALITIES, TILE_SIZE, get_modality
+from helios.data.sample import Sample
+
+H5_PREFIX = "h5py_data_w_missing_timesteps"
+MASK_GROUP = "missing_timesteps_masks"
+METADATA_CSV = "sample_metadata.csv"
+COMPRESSION_JSON = "compression_settings.json"
+LATLON_NPY = "latlon_distribution.npy"
+SAMPLE_RE = re.compile(r"^sample_(\d+)\.h5$")
+
+CompressionName = Literal["zstd", "gzip", "lz4", "none"]
+
+
+class H5FormatError(ValueError):
+    """A sample file or dataset directory that does not follow the layout."""
+
+
+@dataclass(frozen=True)
+class Compression:
+    """How sample datasets are compressed (one chunk per dataset)."""
+
+    name: CompressionName = "zstd"
+    """zstd (hdf5plugin filter 32015), gzip (built into HDF5), lz4 (hdf5plugin) or none."""
+    level: int | None = 3
+    """Compression level: 1-22 for zstd, 0-9 for gzip; ignored for lz4."""
+
+    def __post_init__(self) -> None:
+        if self.name not in ("zstd", "gzip", "lz4", "none"):
+            raise ValueError(f"unknown compression {self.name!r}; use zstd, gzip, lz4 or none")
+        if self.name == "zstd" and self.level is not None and not 1 <= self.level <= 22:
+            raise ValueError(f"zstd level must be 1-22, got {self.level}")
+        if self.name == "gzip" and self.level is not None and not 0 <= self.level <= 9:
+            raise ValueError(f"gzip level must be 0-9, got {self.level}")
+
+    def h5_kwargs(self, shape: Sequence[int]) -> dict[str, Any]:
+        """Keyword arguments for `h5py.Group.create_dataset`."""
+        if self.name == "none" or not shape or int(np.prod(shape)) == 0:
+            return {}
+        kw: dict[str, Any] = {"chunks": tuple(int(s) for s in shape)}
+        if self.name == "zstd":
+            kw.update(hdf5plugin.Zstd(clevel=self.level if self.level is not None else 3))
+        elif self.name == "lz4":
+            kw.update(hdf5plugin.LZ4(nbytes=0))
+        else:
+            kw["compression"] = "gzip"
+            if self.level is not None:
+                kw["compression_opts"] = self.level
+        return kw
+
+    @property
+    def suffix(self) -> str:
+        """The recipe fragment, e.g. `_zstd_3` (empty when uncompressed)."""
+        if self.name == "none":
+            return ""
+        return f"_{self.name}" + (f"_{self.level}" if self.level is not None else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """The `compression_settings.json` payload."""
+        return {
+            "compression": None if self.name == "none" else self.name,
+            "compression_opts": None if self.name == "lz4" else self.level,
+            "shuffle": None,
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> Compression:
+        """Parse `compression_settings.json` (either Helios's or the upstream writer's)."""
+        name = payload.get("compression") or "none"
+        level = payload.get("compression_opts")
+        return cls(name=name, level=None if level is None else int(level))
+
+
+def recipe_dirname(compression: Compression, tile_size: int) -> str:
+    """Top-level directory name for a recipe, e.g. `h5py_data_w_missing_timesteps_zstd_3_128_x_4`."""
+    if TILE_SIZE % tile_size:
+        raise ValueError(f"tile size must divide {TILE_SIZE}, got {tile_size}")
+    splits = (TILE_SIZE // tile_size) ** 2
+    return f"{H5_PREFIX}{compression.suffix}_{tile_size}_x_{splits}"
+
+
+def dataset_dirname(modalities: Iterable[str]) -> str:
+    """Second-level directory name: modality names sorted and joined by `_`."""
+    return "_".join(sorted(modalities))
+
+
+def sample_filename(index: int) -> str:
+    """File name of sample `index`."""
+    return f"sample_{index}.h5"
+
+
+def write_sample(
+    path: Path,
+    data: dict[str, np.ndarray],
+    timestamps: np.ndarray,
+    latlon: np.ndarray,
+    present: dict[str, np.ndarray],
+    compression: Compression,
+) -> int:
+    """Write one sample atomically (temporary name, then rename); returns its size in bytes.
+
+    `data` holds on-disk arrays: multitemporal modalities carry only their present timesteps,
+    and `present[modality]` (bool [T]) says which of `timestamps` those are.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("latlon", data=np.asarray(latlon, dtype=np.float32))
+            f.create_dataset("timestamps", data=np.asarray(timestamps, dtype=np.int32))
+            for name, arr in data.items():
+                f.create_dataset(name, data=arr, **compression.h5_kwargs(arr.shape))
+            group = f.create_group(MASK_GROUP)
+            for name, mask in present.items():
+                group.create_dataset(name, data=np.asarray(mask, dtype=bool))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path.stat().st_size
+
+
+def _expand_time(name: str, arr: np.ndarray, mask: np.ndarray | None, t: int, src: Path) -> np.ndarray:
+    """Place stored timesteps on the full time axis, filling the rest with MISSING_VALUE."""
+    spec = get_modality(name)
+    axis = 2 if spec.is_spatial else 0
+    if mask is None:
+        if arr.shape[axis] != t:
+            raise H5FormatError(
+                f"{src}: {name} has {arr.shape[axis]} timesteps but timestamps has {t} "
+                f"and there is no {MASK_GROUP}/{name}"
+            )
+        return arr
+    mask = np.asarray(mask, dtype=bool)
+    idx = np.flatnonzero(mask[:t])
+    if len(idx) == arr.shape[axis] and len(idx) == t:
+        return arr
+    if arr.shape[axis] < len(idx):
+        raise H5FormatError(
+            f"{src}: {name} stores {arr.shape[axis]} timesteps but its mask marks {len(idx)}"
+        )
+    shape = list(arr.shape)
+    shape[axis] = t
+    full = np.full(shape, MISSING_VALUE, dtype=np.float32)
+    index: list[Any] = [slice(None)] * arr.ndim
+    index[axis] = idx
+    src_index: list[Any] = [slice(None)] * arr.ndim
+    src_index[axis] = slice(0, len(idx))
+    full[tuple(index)] = arr[tuple(src_index)]
+    return full
+
+
+def read_sample(path: Path | str, modalities: Iterable[str] | None = None) -> Sample:
+    """Load one `sample_{i}.h5` as a `Sample` (float32, MISSING_VALUE for what is absent).
+
+    `modalities` restricts what is decoded; absent modalities are simply left out. Source
+    nodata values (e.g. 0 for Sentinel-2 L1C) become MISSING_VALUE. Errors name the file.
+    """
+    path = Path(path)
+    wanted = None if modalities is None else set(modalities)
+    try:
+        with h5py.File(path, "r") as f:
+            if "timestamps" not in f or "latlon" not in f:
+                raise H5FormatError(f"{path}: missing 'timestamps' or 'latlon' dataset")
+            timestamps = np.asarray(f["timestamps"][()], dtype=np.int32).reshape(-1, 3)
+            latlon = np.asarray(f["latlon"][()], dtype=np.float32).reshape(2)
+            masks = f[MASK_GROUP] if MASK_GROUP in f else None
+            t = timestamps.shape[0]
+            data: dict[str, np.ndarray] = {}
+            for name in f:
+                if name in ("timestamps", "latlon", MASK_GROUP) or name not in MODALITIES:
+                    continue
+                if wanted is not None and name not in wanted:
+                    continue
+                spec = MODALITIES[name]
+                raw = f[name][()]
+                if raw.ndim != spec.array_ndim():
+                    raise H5FormatError(
+                        f"{path}: {name} has shape {raw.shape}, expected {spec.array_ndim()} dims"
+                    )
+                if raw.shape[-1] != spec.num_bands:
+                    raise H5FormatError(
+                        f"{path}: {name} has {raw.shape[-1]} bands, expected {spec.num_bands}"
+                    )
+                arr = raw.astype(np.float32, copy=False)
+                if spec.nodata is not None:
+                    arr = np.where(arr == spec.nodata, np.float32(MISSING_VALUE), arr)
+                if spec.is_multitemporal:
+                    mask = masks[name][()] if masks is not None and name in masks else None
+                    arr = _expand_time(name, arr, mask, t, path)
+                data[name] = arr
+    except (OSError, KeyError) as err:
+        raise H5FormatError(f"{path}: cannot read sample ({err})") from err
+    return Sample(data=data, timestamps=timestamps, latlon=latlon, source=str(path))
+
+
+@dataclass
+class H5Directory:
+    """An H5 training-set directory: sample files, presence table and compression settings."""
+
+    root: Path
+    indices: list[int]
+    presence: dict[str, np.ndarray]
+    """Per modality, a 0/1 array aligned with `indices` (from sample_metadata.csv)."""
+    compression: Compression | None
+
+    @classmethod
+    def open(cls, root: Path | str) -> H5Directory:
+        """Open a directory; without a metadata CSV the sample files are listed instead."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such H5 dataset directory")
+        comp = None
+        if (root / COMPRESSION_JSON).exists():
+            comp = Compression.from_json(json.loads((root / COMPRESSION_JSON).read_text()))
+        csv_path = root / METADATA_CSV
+        presence: dict[str, list[int]] = {}
+        indices: list[int] = []
+        if csv_path.exists():
+            with csv_path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None or "sample_index" not in reader.fieldnames:
+                    raise H5FormatError(f"{csv_path}: no 'sample_index' column")
+                mods = [c for c in reader.fieldnames if c in MODALITIES]
+                presence = {m: [] for m in mods}
+                for row in reader:
+                    indices.append(int(row["sample_index"]))
+                    for m in mods:
+                        presence[m].append(int(float(row[m] or 0)))
+        else:
+            for p in root.iterdir():
+                match = SAMPLE_RE.match(p.name)
+                if match:
+                    indices.append(int(match.group(1)))
+            indices.sort()
+        if not indices:
+            raise H5FormatError(f"{root}: no samples (no {METADATA_CSV} rows, no sample_*.h5)")
+        return cls(
+            root=root,
+            indices=indices,
+            presence={m: np.asarray(v, dtype=np.int8) for m, v in presence.items()},
+            compression=comp,
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def path(self, position: int) -> Path:
+        """Path of the `position`-th sample (positions run 0..len-1 over `indices`)."""
+        return self.root / sample_filename(self.indices[position])
+
+    def modalities(self) -> list[str]:
+        """Modalities marked present in at least one sample."""
+        return [m for m, v in self.presence.items() if v.any()]
+
+
+def write_metadata(
+    root: Path,
+    rows: Sequence[tuple[int, Iterable[str]]],
+    modalities: Sequence[str],
+    compression: Compression,
+    latlons: np.ndarray,
+) -> None:
+    """Write sample_metadata.csv, compression_settings.json and latlon_distribution.npy atomically.
+
+    `rows` are (sample_index, modalities present) pairs.
+    """
+    root = Path(root)
+    tmp_csv = root / f".{METADATA_CSV}.tmp"
+    with tmp_csv.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sample_index", *modalities])
+        for index, present in sorted(rows, key=lambda r: r[0]):
+            have = set(present)
+            writer.writerow([index, *(int(m in have) for m in modalities)])
+    tmp_json = root / f".{COMPRESSION_JSON}.tmp"
+    tmp_json.write_text(json.dumps(compression.to_json(), indent=2) + "\n")
+    tmp_npy = root / f".{LATLON_NPY}.tmp"
+    with tmp_npy.open("wb") as fh:
+        np.save(fh, np.asarray(latlons, dtype=np.float32).reshape(-1, 2))
+    os.replace(tmp_json, root / COMPRESSION_JSON)
+    os.replace(tmp_npy, root / LATLON_NPY)
+    os.replace(tmp_csv, root / METADATA_CSV)  # last: its presence marks the directory complete
