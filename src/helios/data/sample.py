@@ -2,10 +2,11 @@
 
 Array conventions (in memory, after loading an H5 sample):
 
-- `Sample.data[modality]` is float32 in the on-disk shape: [H, W, T, C] for multitemporal
-  spatial modalities (T is the sample's full time axis, `len(timestamps)`), [H, W, C] for static
-  ones, [T, C] for non-spatial series. Missing timesteps and nodata pixels hold
-  `MISSING_VALUE`; they are never replaced by numbers.
+- `Sample.arrays[modality]` is the array as stored (source dtype, present timesteps only);
+  `Sample.data[modality]` / `Sample.window(...)` give float32 in the on-disk shape: [H, W, T, C]
+  for multitemporal spatial modalities (T is the sample's full time axis, `len(timestamps)`),
+  [H, W, C] for static ones, [T, C] for non-spatial series. Missing timesteps and nodata pixels
+  hold `MISSING_VALUE`; they are never replaced by numbers.
 - `MaskedBatch.data[modality]` is float32 [B, H, W, T, C] for every modality: static modalities
   have T = 1 and non-spatial ones H = W = 1, so the encoder sees one shape.
 - `MaskedBatch.masks[v][modality]` is int8 [B, h, w, T, S]: one `MaskValue` per token, where
@@ -16,6 +17,7 @@ Array conventions (in memory, after loading an H5 sample):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import IntEnum
 
 import numpy as np
@@ -39,9 +41,17 @@ class MaskValue(IntEnum):
 
 @dataclass
 class Sample:
-    """One tile: per-modality arrays on a shared time axis (see module docstring)."""
+    """One tile, as decoded from disk; float32 views are made on demand (see module docstring).
 
-    data: dict[str, np.ndarray]
+    `arrays` keep the storage dtype and hold only the timesteps present (`present` places them
+    on the time axis), so decoding costs no more than decompression. `data` gives the full
+    float32 arrays; `window()` converts just a crop and a time window, which is what training
+    needs and far cheaper for large tiles.
+    """
+
+    arrays: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    """Per multitemporal modality, bool [T]: True where the modality has that timestep."""
     timestamps: np.ndarray
     """int32 [T, 3] as (day, month, year)."""
     latlon: np.ndarray
@@ -57,25 +67,66 @@ class Sample:
     @property
     def modalities(self) -> list[str]:
         """Modalities present in this sample."""
-        return list(self.data)
+        return list(self.arrays)
+
+    @cached_property
+    def data(self) -> dict[str, np.ndarray]:
+        """Every modality as float32 on the full time axis, MISSING_VALUE where absent."""
+        return {name: self.window(name) for name in self.arrays}
 
     def ref_size(self) -> int:
         """Side of the sample in 10 m reference pixels (0 if it has no spatial modality)."""
-        for name, arr in self.data.items():
+        for name, arr in self.arrays.items():
             spec = get_modality(name)
             if spec.is_spatial:
                 return int(arr.shape[0] // spec.pixels_per_ref_pixel)
         return 0
 
     def present_timesteps(self, modality: str) -> np.ndarray:
-        """bool [T]: True where `modality` has any data at that timestep."""
-        spec = get_modality(modality)
-        arr = self.data[modality]
-        if not spec.is_multitemporal:
+        """bool [T]: True where `modality` has that timestep (static modalities: [True])."""
+        if not get_modality(modality).is_multitemporal:
             return np.ones(1, dtype=bool)
-        time_axis = 2 if spec.is_spatial else 0
-        other = tuple(i for i in range(arr.ndim) if i != time_axis)
-        return np.asarray((arr != MISSING_VALUE).any(axis=other))
+        return self.present[modality]
+
+    def window(
+        self,
+        modality: str,
+        y0: int = 0,
+        x0: int = 0,
+        size: int | None = None,
+        steps: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """float32 crop of one modality, MISSING_VALUE for absent steps and nodata pixels.
+
+        `y0`, `x0`, `size` are in 10 m reference pixels (scaled to the modality's grid);
+        `steps` are indices on the time axis (out-of-range indices give missing steps).
+        """
+        spec = get_modality(modality)
+        arr = self.arrays[modality]
+        if spec.is_spatial:
+            k = spec.pixels_per_ref_pixel
+            side = arr.shape[0] // k if size is None else size
+            arr = arr[y0 * k : (y0 + side) * k, x0 * k : (x0 + side) * k]
+        if spec.is_multitemporal:
+            axis = 2 if spec.is_spatial else 0
+            present = self.present[modality]
+            t = self.num_timesteps
+            want = np.arange(t) if steps is None else np.asarray(steps)
+            stored = np.cumsum(present) - 1  # full-axis index -> stored index
+            ok = (want < t) & present[np.minimum(want, t - 1)]
+            shape = list(arr.shape)
+            shape[axis] = len(want)
+            out = np.full(shape, MISSING_VALUE, dtype=np.float32)
+            take = stored[want[ok]]
+            if axis == 2:
+                out[:, :, ok] = arr[:, :, take]
+            else:
+                out[ok] = arr[take]
+        else:
+            out = arr.astype(np.float32)
+        if spec.nodata is not None:
+            out[out == spec.nodata] = MISSING_VALUE
+        return out
 
 
 @dataclass

@@ -1,0 +1,311 @@
+"""`PretrainDataModule`: H5 samples -> masked, collated `MaskedBatch`es for pretraining.
+
+Per batch the main process draws a patch size, a crop size (in tokens per side) and the number
+of timesteps that fits the token budget (`BatchPlan`). Workers load, crop, normalize and mask
+each sample under that plan; `collate_masked` stacks them. Every random choice derives from
+(seed, epoch, batch index, position in batch), so a run is reproducible for a seed whatever
+the number of workers, shards evenly across DDP ranks, and resumes mid-epoch from
+`state_dict()`.
+
+Under Lightning with several devices, set `Trainer(use_distributed_sampler=False)`: the
+batch sampler shards by rank itself (the Helios CLI sets this by default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from helios.data.dataset import BatchPlan, H5SampleDataset, PretrainSampleTransform, tokens_per_sample
+from helios.data.masking import MaskingStrategy, RandomMasking
+from helios.data.normalize import NormStats, Normalizer
+from helios.data.sample import MaskedBatch
+
+PlannedIndex = tuple[int, BatchPlan, int]
+"""(dataset index, batch plan, position in the batch)."""
+
+
+def plan_batch(
+    rng: np.random.Generator,
+    modalities: Sequence[str],
+    sample_size: int,
+    patch_sizes: Sequence[int],
+    crop_tokens: tuple[int, int],
+    token_budget: int,
+    max_timesteps: int,
+) -> BatchPlan:
+    """Draw patch size and crop, then fit as many timesteps as the token budget allows."""
+    patch = int(rng.choice(np.asarray(patch_sizes)))
+    hi = min(crop_tokens[1], sample_size // patch)
+    lo = min(crop_tokens[0], hi)
+    if hi < 1:
+        raise ValueError(f"patch size {patch} does not fit a {sample_size} px sample")
+    side = int(rng.integers(lo, hi + 1))
+    # Shrink the crop until one timestep of every modality fits the budget.
+    while side > 1 and sum(tokens_per_sample(modalities, side, 1)) > token_budget:
+        side -= 1
+    static, per_step = tokens_per_sample(modalities, side, 1)
+    steps = max_timesteps if per_step == 0 else (token_budget - static) // per_step
+    steps = int(max(1, min(max_timesteps, steps)))
+    return BatchPlan(patch_size=patch, crop_tokens=side, num_timesteps=steps, seed=int(rng.integers(2**62)))
+
+
+class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
+    """Yields batches of (index, plan, position), sharded by rank, reproducible, skippable."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        planner: Any,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.planner = planner
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (Lightning calls this before each one)."""
+        if epoch != self.epoch:
+            self.skip_batches = 0
+        self.epoch = epoch
+
+    def _rank_indices(self) -> np.ndarray:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
+        per_rank = self.num_samples // self.world_size  # equal shards keep ranks in step
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        n = self.num_samples // self.world_size
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[PlannedIndex]]:
+        indices = self._rank_indices()
+        for b in range(self.skip_batches, len(self)):
+            chunk = indices[b * self.batch_size : (b + 1) * self.batch_size]
+            # The plan depends on the batch number, not the rank, so all ranks agree on shapes.
+            plan = self.planner(np.random.default_rng([self.seed, self.epoch, b]))
+            yield [(int(i), plan, k + self.rank * self.batch_size) for k, i in enumerate(chunk)]
+        self.skip_batches = 0
+
+
+class PlannedDataset(Dataset[dict[str, Any]]):
+    """Applies `PretrainSampleTransform` to `H5SampleDataset` items under a batch plan."""
+
+    def __init__(self, base: H5SampleDataset, transform: PretrainSampleTransform, seed: int) -> None:
+        self.base = base
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, item: PlannedIndex) -> dict[str, Any]:  # type: ignore[override]
+        index, plan, position = item
+        rng = np.random.default_rng([plan.seed, position])
+        out = self.transform(self.base[index], plan, rng)
+        out["index"] = index
+        out["patch_size"] = plan.patch_size
+        return out
+
+
+def collate_masked(items: list[dict[str, Any]]) -> MaskedBatch:
+    """Stack transformed samples into a `MaskedBatch`."""
+    names = list(items[0]["data"])
+    data = {n: torch.from_numpy(np.stack([it["data"][n] for it in items])) for n in names}
+    views = [
+        {n: torch.from_numpy(np.stack([it["views"][v][n] for it in items])) for n in names}
+        for v in range(len(items[0]["views"]))
+    ]
+    return MaskedBatch(
+        data=data,
+        masks=views,
+        timestamps=torch.from_numpy(np.stack([it["timestamps"] for it in items]).astype(np.int64)),
+        latlon=torch.from_numpy(np.stack([it["latlon"] for it in items]).astype(np.float32)),
+        patch_size=int(items[0]["patch_size"]),
+        sample_ids=[int(it["index"]) for it in items],
+    )
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Streams an H5 training set into masked pretraining batches."""
+
+    def __init__(
+        self,
+        h5_dir: str,
+        modalities: list[str] | None = None,
+        batch_size: int = 32,
+        patch_sizes: list[int] | None = None,
+        crop_tokens: tuple[int, int] = (2, 12),
+        token_budget: int = 2250,
+        max_timesteps: int = 12,
+        masking: MaskingStrategy | None = None,
+        num_views: int = 1,
+        norm_stats: str | None = None,
+        val_samples: int = 0,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        seed: int = 0,
+    ) -> None:
+        """Configure the stream.
+
+        Args:
+            h5_dir: an H5 dataset directory (holding sample_*.h5 and sample_metadata.csv).
+            modalities: modalities to load (default: every modality in the directory).
+            batch_size: samples per batch on each device.
+            patch_sizes: patch sizes (10 m pixels) drawn per batch; default 1-8.
+            crop_tokens: (min, max) tokens per side of the random crop, drawn per batch.
+            token_budget: maximum tokens per sample; timesteps are cut to fit it.
+            max_timesteps: upper bound on timesteps per sample.
+            masking: masking strategy (default random, 50% encode / 50% decode).
+            num_views: independently masked views per sample (2 for contrastive losses).
+            norm_stats: JSON from `helios data stats`; modalities without stats use fixed ranges.
+            val_samples: hold out the last N samples for validation.
+            num_workers: DataLoader worker processes.
+            pin_memory: pin batches for faster host-to-GPU copies.
+            seed: seed of every random choice (order, plans, crops, masks).
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["masking"])
+        self.h5_dir = h5_dir
+        self.modalities = modalities
+        self.batch_size = batch_size
+        self.patch_sizes = list(patch_sizes or range(1, 9))
+        if any(not 1 <= p <= 8 for p in self.patch_sizes):
+            raise ValueError(f"patch sizes must be in 1-8, got {self.patch_sizes}")
+        self.crop_tokens = (int(crop_tokens[0]), int(crop_tokens[1]))
+        self.token_budget = token_budget
+        self.max_timesteps = max_timesteps
+        self.masking = masking or RandomMasking()
+        self.num_views = num_views
+        self.norm_stats = norm_stats
+        self.val_samples = val_samples
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self._base: H5SampleDataset | None = None
+        self._train_sampler: PlannedBatchSampler | None = None
+        self._resume: dict[str, int] = {}
+        self._consumed_epoch = 0
+        self.batches_consumed = 0
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Open the H5 directory (cheap: reads the metadata CSV only)."""
+        if self._base is None:
+            self._base = H5SampleDataset(self.h5_dir, self.modalities)
+            self.modalities = self._base.modalities
+            self.sample_size = self._base[0].ref_size() or max(self.patch_sizes)
+            if self.val_samples >= len(self._base):
+                raise ValueError(
+                    f"{self.h5_dir}: val_samples={self.val_samples} leaves no training samples"
+                )
+
+    @property
+    def normalizer(self) -> Normalizer:
+        """The normalization applied to every sample (also stored in checkpoints)."""
+        stats = NormStats.load(Path(self.norm_stats)) if self.norm_stats else None
+        return Normalizer(stats)
+
+    def _planner(self, rng: np.random.Generator) -> BatchPlan:
+        assert self.modalities is not None
+        return plan_batch(rng, self.modalities, self.sample_size, self.patch_sizes,
+                          self.crop_tokens, self.token_budget, self.max_timesteps)  # fmt: skip
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _loader(self, subset: np.ndarray, shuffle: bool, seed: int) -> tuple[DataLoader, PlannedBatchSampler]:
+        self.setup()
+        assert self._base is not None and self.modalities is not None
+        base = H5SampleDataset.__new__(H5SampleDataset)
+        base.__dict__.update(self._base.__dict__)
+        base.positions = self._base.positions[subset]
+        transform = PretrainSampleTransform(self.modalities, self.normalizer, self.masking, self.num_views)
+        rank, world = self._rank_world()
+        sampler = PlannedBatchSampler(len(base), self.batch_size, self._planner, seed=seed,
+                                      shuffle=shuffle, drop_last=shuffle, rank=rank, world_size=world)  # fmt: skip
+        loader = DataLoader(
+            PlannedDataset(base, transform, seed),
+            batch_sampler=sampler,
+            collate_fn=collate_masked,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=False,
+            prefetch_factor=4 if self.num_workers else None,
+        )
+        return loader, sampler
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, sharded, resumable training batches."""
+        self.setup()
+        assert self._base is not None
+        n = len(self._base) - self.val_samples
+        loader, sampler = self._loader(np.arange(n), shuffle=True, seed=self.seed)
+        if self._resume:
+            sampler.epoch = self._resume["epoch"]
+            sampler.skip_batches = self._resume["batches_consumed"]
+            self._consumed_epoch = sampler.epoch
+            self.batches_consumed = self._resume["batches_consumed"]
+            self._resume = {}
+        self._train_sampler = sampler
+        return loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out samples with fixed plans (same batches every epoch)."""
+        self.setup()
+        assert self._base is not None
+        if not self.val_samples:
+            return []
+        n = len(self._base)
+        loader, _ = self._loader(np.arange(n - self.val_samples, n), shuffle=False, seed=self.seed + 1)
+        return loader
+
+    # -- resume ------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count consumed training batches (the basis of mid-epoch resume)."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.training and self._train_sampler is not None:
+            if self._train_sampler.epoch != self._consumed_epoch:
+                self._consumed_epoch, self.batches_consumed = self._train_sampler.epoch, 0
+            self.batches_consumed += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the stream: epoch and training batches consumed in it."""
+        return {"epoch": self._consumed_epoch, "batches_consumed": self.batches_consumed, "seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a saved position: the next train loader skips what was consumed."""
+        if int(state_dict.get("seed", self.seed)) != self.seed:
+            raise ValueError(
+                f"checkpoint data seed {state_dict['seed']} differs from configured seed {self.seed}"
+            )
+        self._resume = {"epoch": int(state_dict["epoch"]), "batches_consumed": int(state_dict["batches_consumed"])}
