@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 import zstandard
 
 from helios.data.dataset import H5SampleDataset
@@ -34,7 +33,7 @@ def _raw_pass(paths: list[Path]) -> int:
     total = 0
     for path in paths:
         with h5py.File(path, "r") as f:
-            for name, ds in f.items():
+            for ds in f.values():
                 if not isinstance(ds, h5py.Dataset) or ds.chunks is None:
                     continue
                 _, chunk = ds.id.read_direct_chunk((0,) * ds.ndim)
@@ -69,9 +68,16 @@ def _best_of(fn, repeats: int) -> float:
 
 def run(size: int, samples: int, out: Path, repeats: int) -> dict[str, float]:
     """Benchmark one sample size; returns rates."""
-    syn = make_synthetic_dataset(out / f"s{size}", samples, size=size, num_timesteps=12,
-                                 modalities=PRETRAINING_MODALITIES, missing_timestep_rate=0.1,
-                                 missing_modality_rate=0.0, seed=size)  # fmt: skip
+    syn = make_synthetic_dataset(
+        out / f"s{size}",
+        samples,
+        size=size,
+        num_timesteps=12,
+        modalities=PRETRAINING_MODALITIES,
+        missing_timestep_rate=0.1,
+        missing_modality_rate=0.0,
+        seed=size,
+    )
     ds = H5SampleDataset(syn.root)
     paths = [ds.path(i) for i in range(len(ds))]
     decoded = _raw_pass(paths)  # also warms the page cache
@@ -106,17 +112,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         rows = [run(s, args.samples, out, args.repeats) for s in args.sizes]
-    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, h5py {h5py.__version__}, one process")  # fmt: skip
+    print(
+        f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, h5py {h5py.__version__}, one process"
+    )
     print("modalities:", ", ".join(PRETRAINING_MODALITIES), "(12 steps, synthetic)")
     print()
-    print("| px | MB decoded/sample | MB on disk/sample | raw zstd samples/s (MB/s) | "
-          "h5py samples/s (MB/s) | Helios Dataset samples/s (MB/s) | Helios / raw |")  # fmt: skip
+    print(
+        "| px | MB decoded/sample | MB on disk/sample | raw zstd samples/s (MB/s) | "
+        "h5py samples/s (MB/s) | Helios Dataset samples/s (MB/s) | Helios / raw |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['decoded_mb_per_sample']:.1f} | {r['disk_mb_per_sample']:.1f} | "
-              f"{r['raw_sps']:.1f} ({r['raw_mbps']:.0f}) | {r['h5py_sps']:.1f} ({r['h5py_mbps']:.0f}) | "
-              f"{r['helios_sps']:.1f} ({r['helios_mbps']:.0f}) | {r['ratio']:.0%} |")  # fmt: skip
+        print(
+            f"| {r['size']} | {r['decoded_mb_per_sample']:.1f} | {r['disk_mb_per_sample']:.1f} | "
+            f"{r['raw_sps']:.1f} ({r['raw_mbps']:.0f}) | "
+            f"{r['h5py_sps']:.1f} ({r['h5py_mbps']:.0f}) | "
+            f"{r['helios_sps']:.1f} ({r['helios_mbps']:.0f}) | {r['ratio']:.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from helios import __version__
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command group."""
@@ -24,13 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"helios {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    groups = parser.add_subparsers(
+        dest="group",
+        metavar="COMMAND",
+        required=True,
+        description="Also: fit, validate, test, predict (LightningCLI; see `helios fit --help`).",
+    )
     add_data_commands(groups)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `helios` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from helios.train.cli import run_lightning
+
+        return run_lightning(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -24,10 +24,19 @@ T = 4
 
 def _hand_built(tmp_path):
     """Three samples written the way upstream writers do, one compression codec each."""
-    root = tmp_path / "h5py_data_w_missing_timesteps_zstd_3_128_x_4" / "sentinel1_sentinel2_l2a_srtm" / "3"
+    root = (
+        tmp_path
+        / "h5py_data_w_missing_timesteps_zstd_3_128_x_4"
+        / "sentinel1_sentinel2_l2a_srtm"
+        / "3"
+    )
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    codecs = [hdf5plugin.Zstd(clevel=3), {"compression": "gzip", "compression_opts": 4}, hdf5plugin.LZ4(nbytes=0)]
+    codecs = [
+        hdf5plugin.Zstd(clevel=3),
+        {"compression": "gzip", "compression_opts": 4},
+        hdf5plugin.LZ4(nbytes=0),
+    ]
     truth = []
     for i, codec in enumerate(codecs):
         s2 = rng.integers(1, 10000, size=(16, 16, 3, 12)).astype(np.uint16)  # 3 of 4 steps present
@@ -89,27 +98,49 @@ def test_nodata_becomes_missing(tmp_path):
     path = tmp_path / "sample_0.h5"
     s2 = np.full((8, 8, 1, 12), 500, dtype=np.uint16)
     s2[0, 0, 0, 3] = 0  # Sentinel-2 nodata
-    write_sample(path, {"sentinel2_l2a": s2}, np.array([[1, 1, 2020]]), np.zeros(2),
-                 {"sentinel2_l2a": np.array([True])}, Compression())  # fmt: skip
+    write_sample(
+        path,
+        {"sentinel2_l2a": s2},
+        np.array([[1, 1, 2020]]),
+        np.zeros(2),
+        {"sentinel2_l2a": np.array([True])},
+        Compression(),
+    )
     arr = read_sample(path).data["sentinel2_l2a"]
     assert arr[0, 0, 0, 3] == MISSING_VALUE and (arr[1:] == 500).all()
 
 
-@pytest.mark.parametrize("comp", [Compression("zstd", 5), Compression("gzip", 6), Compression("lz4", None),
-                                  Compression("none", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "comp",
+    [
+        Compression("zstd", 5),
+        Compression("gzip", 6),
+        Compression("lz4", None),
+        Compression("none", None),
+    ],
+)
 def test_write_read_round_trip(tmp_path, comp):
     rng = np.random.default_rng(1)
     s2 = rng.integers(1, 10000, size=(8, 8, 2, 12)).astype(np.uint16)
     present = {"sentinel2_l2a": np.array([True, False, True])}
     path = tmp_path / "sample_7.h5"
-    write_sample(path, {"sentinel2_l2a": s2}, np.array([[1, 1, 2020], [1, 2, 2020], [1, 3, 2020]]),
-                 np.array([1.0, 2.0]), present, comp)  # fmt: skip
+    write_sample(
+        path,
+        {"sentinel2_l2a": s2},
+        np.array([[1, 1, 2020], [1, 2, 2020], [1, 3, 2020]]),
+        np.array([1.0, 2.0]),
+        present,
+        comp,
+    )
     assert not list(tmp_path.glob(".*tmp"))  # no temporary left behind
     sample = read_sample(path)
     np.testing.assert_array_equal(sample.data["sentinel2_l2a"][:, :, [0, 2]], s2)
     with h5py.File(path) as f:
         ds = f["sentinel2_l2a"]
-        filters = [ds.id.get_create_plist().get_filter(i)[0] for i in range(ds.id.get_create_plist().get_nfilters())]
+        filters = [
+            ds.id.get_create_plist().get_filter(i)[0]
+            for i in range(ds.id.get_create_plist().get_nfilters())
+        ]
         expected = {"zstd": [32015], "gzip": [1], "lz4": [32004], "none": []}[comp.name]
         assert filters == expected
         if comp.name != "none":
@@ -117,8 +148,14 @@ def test_write_read_round_trip(tmp_path, comp):
 
 
 def test_recipe_names():
-    assert recipe_dirname(Compression("zstd", 3), 128) == "h5py_data_w_missing_timesteps_zstd_3_128_x_4"
-    assert recipe_dirname(Compression("gzip", 4), 256) == "h5py_data_w_missing_timesteps_gzip_4_256_x_1"
+    assert (
+        recipe_dirname(Compression("zstd", 3), 128)
+        == "h5py_data_w_missing_timesteps_zstd_3_128_x_4"
+    )
+    assert (
+        recipe_dirname(Compression("gzip", 4), 256)
+        == "h5py_data_w_missing_timesteps_gzip_4_256_x_1"
+    )
     with pytest.raises(ValueError, match="zstd level"):
         Compression("zstd", 40)
     with pytest.raises(ValueError, match="unknown compression"):

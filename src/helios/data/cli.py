@@ -50,14 +50,27 @@ def add_data_commands(groups: Any) -> None:
     )
     p.add_argument("raw_dir", type=Path, help="directory with one sub-directory per raw tile")
     p.add_argument("--out", type=Path, required=True, help="output root; the recipe dirs go here")
-    p.add_argument("--modalities", type=_modality_list, default=None,
-                   help="comma-separated modalities to convert (default: all found)")  # fmt: skip
-    p.add_argument("--tile-size", type=int, choices=(256, 128), default=256,
-                   help="256, or 128 to split every tile into four samples")  # fmt: skip
+    p.add_argument(
+        "--modalities",
+        type=_modality_list,
+        default=None,
+        help="comma-separated modalities to convert (default: all found)",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        choices=(256, 128),
+        default=256,
+        help="256, or 128 to split every tile into four samples",
+    )
     p.add_argument("--compression", choices=("zstd", "gzip", "lz4", "none"), default="zstd")
     p.add_argument("--level", type=int, default=3, help="compression level (zstd 1-22, gzip 0-9)")
-    p.add_argument("--min-timesteps", type=_positive_int, default=1,
-                   help="skip tiles whose multitemporal modalities have fewer steps")  # fmt: skip
+    p.add_argument(
+        "--min-timesteps",
+        type=_positive_int,
+        default=1,
+        help="skip tiles whose multitemporal modalities have fewer steps",
+    )
     p.add_argument("--workers", type=_positive_int, default=default_workers())
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_convert)
@@ -66,8 +79,12 @@ def add_data_commands(groups: Any) -> None:
     p.add_argument("h5_dir", type=Path, help="an H5 dataset directory (holding sample_*.h5)")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: stdout)")
     p.add_argument("--modalities", type=_modality_list, default=None)
-    p.add_argument("--max-samples", type=_positive_int, default=None,
-                   help="use an evenly spaced subset of this many samples")  # fmt: skip
+    p.add_argument(
+        "--max-samples",
+        type=_positive_int,
+        default=None,
+        help="use an evenly spaced subset of this many samples",
+    )
     p.add_argument("--workers", type=_positive_int, default=default_workers())
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_stats)
@@ -75,8 +92,12 @@ def add_data_commands(groups: Any) -> None:
     p = sub.add_parser("inspect", help="summarize an H5 dataset directory")
     p.add_argument("h5_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--max-samples", type=_positive_int, default=None,
-                   help="open at most this many sample files for shapes and sizes")  # fmt: skip
+    p.add_argument(
+        "--max-samples",
+        type=_positive_int,
+        default=None,
+        help="open at most this many sample files for shapes and sizes",
+    )
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser(

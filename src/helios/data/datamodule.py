@@ -23,9 +23,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from helios.data.dataset import BatchPlan, H5SampleDataset, PretrainSampleTransform, tokens_per_sample
-from helios.data.masking import MaskingStrategy, RandomMasking
-from helios.data.normalize import NormStats, Normalizer
+from helios.data.dataset import (
+    BatchPlan,
+    H5SampleDataset,
+    PretrainSampleTransform,
+    tokens_per_sample,
+)
+from helios.data.masking import MaskingStrategy, NoMasking, RandomMasking
+from helios.data.normalize import Normalizer, NormStats
 from helios.data.sample import MaskedBatch
 
 PlannedIndex = tuple[int, BatchPlan, int]
@@ -54,7 +59,9 @@ def plan_batch(
     static, per_step = tokens_per_sample(modalities, side, 1)
     steps = max_timesteps if per_step == 0 else (token_budget - static) // per_step
     steps = int(max(1, min(max_timesteps, steps)))
-    return BatchPlan(patch_size=patch, crop_tokens=side, num_timesteps=steps, seed=int(rng.integers(2**62)))
+    return BatchPlan(
+        patch_size=patch, crop_tokens=side, num_timesteps=steps, seed=int(rng.integers(2**62))
+    )
 
 
 class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
@@ -114,7 +121,9 @@ class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
 class PlannedDataset(Dataset[dict[str, Any]]):
     """Applies `PretrainSampleTransform` to `H5SampleDataset` items under a batch plan."""
 
-    def __init__(self, base: H5SampleDataset, transform: PretrainSampleTransform, seed: int) -> None:
+    def __init__(
+        self, base: H5SampleDataset, transform: PretrainSampleTransform, seed: int
+    ) -> None:
         self.base = base
         self.transform = transform
         self.seed = seed
@@ -122,11 +131,11 @@ class PlannedDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, item: PlannedIndex) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, item: PlannedIndex) -> dict[str, Any]:
         index, plan, position = item
         rng = np.random.default_rng([plan.seed, position])
         out = self.transform(self.base[index], plan, rng)
-        out["index"] = index
+        out["index"] = self.base.sample_index(index)
         out["patch_size"] = plan.patch_size
         return out
 
@@ -186,6 +195,7 @@ class PretrainDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes.
             pin_memory: pin batches for faster host-to-GPU copies.
             seed: seed of every random choice (order, plans, crops, masks).
+
         """
         super().__init__()
         self.save_hyperparameters(ignore=["masking"])
@@ -231,8 +241,15 @@ class PretrainDataModule(L.LightningDataModule):
 
     def _planner(self, rng: np.random.Generator) -> BatchPlan:
         assert self.modalities is not None
-        return plan_batch(rng, self.modalities, self.sample_size, self.patch_sizes,
-                          self.crop_tokens, self.token_budget, self.max_timesteps)  # fmt: skip
+        return plan_batch(
+            rng,
+            self.modalities,
+            self.sample_size,
+            self.patch_sizes,
+            self.crop_tokens,
+            self.token_budget,
+            self.max_timesteps,
+        )
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "_trainer", None)
@@ -242,16 +259,34 @@ class PretrainDataModule(L.LightningDataModule):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _loader(self, subset: np.ndarray, shuffle: bool, seed: int) -> tuple[DataLoader, PlannedBatchSampler]:
+    def _predict_plan(self, rng: np.random.Generator) -> BatchPlan:
+        """Whole samples at the largest patch size, every timestep up to `max_timesteps`."""
+        patch = max(self.patch_sizes)
+        return BatchPlan(patch, self.sample_size // patch, self.max_timesteps, seed=0)
+
+    def _loader(
+        self, subset: np.ndarray, shuffle: bool, seed: int, predict: bool = False
+    ) -> tuple[DataLoader, PlannedBatchSampler]:
         self.setup()
         assert self._base is not None and self.modalities is not None
         base = H5SampleDataset.__new__(H5SampleDataset)
         base.__dict__.update(self._base.__dict__)
         base.positions = self._base.positions[subset]
-        transform = PretrainSampleTransform(self.modalities, self.normalizer, self.masking, self.num_views)
+        masking = NoMasking() if predict else self.masking
+        views = 1 if predict else self.num_views
+        transform = PretrainSampleTransform(self.modalities, self.normalizer, masking, views)
         rank, world = self._rank_world()
-        sampler = PlannedBatchSampler(len(base), self.batch_size, self._planner, seed=seed,
-                                      shuffle=shuffle, drop_last=shuffle, rank=rank, world_size=world)  # fmt: skip
+        planner = self._predict_plan if predict else self._planner
+        sampler = PlannedBatchSampler(
+            len(base),
+            self.batch_size,
+            planner,
+            seed=seed,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            rank=rank,
+            world_size=world,
+        )
         loader = DataLoader(
             PlannedDataset(base, transform, seed),
             batch_sampler=sampler,
@@ -285,14 +320,30 @@ class PretrainDataModule(L.LightningDataModule):
         if not self.val_samples:
             return []
         n = len(self._base)
-        loader, _ = self._loader(np.arange(n - self.val_samples, n), shuffle=False, seed=self.seed + 1)
+        loader, _ = self._loader(
+            np.arange(n - self.val_samples, n), shuffle=False, seed=self.seed + 1
+        )
+        return loader
+
+    def test_dataloader(self) -> DataLoader | list:
+        """The held-out samples (as validation)."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every sample, whole and unmasked, in order (for embeddings)."""
+        self.setup()
+        assert self._base is not None
+        loader, _ = self._loader(
+            np.arange(len(self._base)), shuffle=False, seed=self.seed, predict=True
+        )
         return loader
 
     # -- resume ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count consumed training batches (the basis of mid-epoch resume)."""
         trainer = getattr(self, "_trainer", None)
-        if trainer is not None and trainer.training and self._train_sampler is not None:
+        training = trainer.training if trainer is not None else True
+        if training and self._train_sampler is not None:
             if self._train_sampler.epoch != self._consumed_epoch:
                 self._consumed_epoch, self.batches_consumed = self._train_sampler.epoch, 0
             self.batches_consumed += 1
@@ -300,12 +351,20 @@ class PretrainDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Position in the stream: epoch and training batches consumed in it."""
-        return {"epoch": self._consumed_epoch, "batches_consumed": self.batches_consumed, "seed": self.seed}
+        return {
+            "epoch": self._consumed_epoch,
+            "batches_consumed": self.batches_consumed,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from a saved position: the next train loader skips what was consumed."""
         if int(state_dict.get("seed", self.seed)) != self.seed:
             raise ValueError(
-                f"checkpoint data seed {state_dict['seed']} differs from configured seed {self.seed}"
+                f"checkpoint data seed {state_dict['seed']} differs from the configured "
+                f"seed {self.seed}"
             )
-        self._resume = {"epoch": int(state_dict["epoch"]), "batches_consumed": int(state_dict["batches_consumed"])}
+        self._resume = {
+            "epoch": int(state_dict["epoch"]),
+            "batches_consumed": int(state_dict["batches_consumed"]),
+        }

@@ -40,7 +40,9 @@ class H5SampleDataset(Dataset[Sample]):
             get_modality(name)
         keep = np.ones(len(self.directory), dtype=bool)
         if self.directory.presence and self.modalities:
-            cols = [self.directory.presence[m] for m in self.modalities if m in self.directory.presence]
+            cols = [
+                self.directory.presence[m] for m in self.modalities if m in self.directory.presence
+            ]
             keep = np.any(np.stack(cols), axis=0) if cols else np.zeros_like(keep)
         self.positions = np.flatnonzero(keep)
         if len(self.positions) == 0:
@@ -52,6 +54,10 @@ class H5SampleDataset(Dataset[Sample]):
     def path(self, index: int) -> Path:
         """File of the `index`-th sample."""
         return self.directory.path(int(self.positions[index]))
+
+    def sample_index(self, index: int) -> int:
+        """The H5 sample number (the `i` of `sample_{i}.h5`) of the `index`-th sample."""
+        return self.directory.indices[int(self.positions[index])]
 
     def __getitem__(self, index: int) -> Sample:
         return read_sample(self.path(index), self.modalities or None)
@@ -150,7 +156,11 @@ class PretrainSampleTransform:
             data[name] = out
             tokens[name] = token_missing(name, out, plan.patch_size)
         views = [self.masking(tokens, rng) for _ in range(self.num_views)]
-        ts = sample.timestamps[np.minimum(steps, t_full - 1)] if t_full else np.zeros((t, 3), np.int32)
+        ts = (
+            sample.timestamps[np.minimum(steps, t_full - 1)]
+            if t_full
+            else np.zeros((t, 3), np.int32)
+        )
         return {"data": data, "views": views, "timestamps": ts, "latlon": sample.latlon}
 
     def _time_start(self, sample: Sample, t: int, rng: np.random.Generator) -> int:

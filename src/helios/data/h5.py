@@ -91,13 +91,15 @@ class Compression:
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Compression:
         """Parse `compression_settings.json` (either Helios's or the upstream writer's)."""
-        name = payload.get("compression") or "none"
+        name = str(payload.get("compression") or "none")
+        if name not in ("zstd", "gzip", "lz4", "none"):
+            raise ValueError(f"unsupported compression {name!r} in {COMPRESSION_JSON}")
         level = payload.get("compression_opts")
-        return cls(name=name, level=None if level is None else int(level))
+        return cls(name=name, level=None if level is None else int(level))  # type: ignore[arg-type]
 
 
 def recipe_dirname(compression: Compression, tile_size: int) -> str:
-    """Top-level directory name for a recipe, e.g. `h5py_data_w_missing_timesteps_zstd_3_128_x_4`."""
+    """Top-level directory name, e.g. `h5py_data_w_missing_timesteps_zstd_3_128_x_4`."""
     if TILE_SIZE % tile_size:
         raise ValueError(f"tile size must divide {TILE_SIZE}, got {tile_size}")
     splits = (TILE_SIZE // tile_size) ** 2
@@ -183,7 +185,7 @@ def read_sample(path: Path | str, modalities: Iterable[str] | None = None) -> Sa
                 raise H5FormatError(f"{path}: missing 'timestamps' or 'latlon' dataset")
             timestamps = np.asarray(f["timestamps"][()], dtype=np.int32).reshape(-1, 3)
             latlon = np.asarray(f["latlon"][()], dtype=np.float32).reshape(2)
-            masks = f[MASK_GROUP] if MASK_GROUP in f else None
+            masks = f.get(MASK_GROUP)
             t = timestamps.shape[0]
             arrays: dict[str, np.ndarray] = {}
             present: dict[str, np.ndarray] = {}
@@ -222,9 +224,13 @@ def read_sample(path: Path | str, modalities: Iterable[str] | None = None) -> Sa
                         )
                     present[name] = mask
                 arrays[name] = arr
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ValueError, zstandard.ZstdError) as err:
+        if isinstance(err, H5FormatError):
+            raise
         raise H5FormatError(f"{path}: cannot read sample ({err})") from err
-    return Sample(arrays=arrays, present=present, timestamps=timestamps, latlon=latlon, source=str(path))
+    return Sample(
+        arrays=arrays, present=present, timestamps=timestamps, latlon=latlon, source=str(path)
+    )
 
 
 @dataclass

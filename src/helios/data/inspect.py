@@ -16,8 +16,10 @@ FILTER_NAMES = {1: "gzip", 32015: "zstd", 32004: "lz4", 2: "shuffle"}
 
 def _filters(ds: h5py.Dataset) -> list[str]:
     plist = ds.id.get_create_plist()
-    return [FILTER_NAMES.get(plist.get_filter(i)[0], str(plist.get_filter(i)[0]))
-            for i in range(plist.get_nfilters())]  # fmt: skip
+    return [
+        FILTER_NAMES.get(plist.get_filter(i)[0], str(plist.get_filter(i)[0]))
+        for i in range(plist.get_nfilters())
+    ]
 
 
 def summarize(h5_dir: Path | str, max_samples: int | None = 1000) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def summarize(h5_dir: Path | str, max_samples: int | None = 1000) -> dict[str, A
             sizes.append(path.stat().st_size)
             with h5py.File(path, "r") as f:
                 t_axis.append(int(f["timestamps"].shape[0]))
-                masks = f[MASK_GROUP] if MASK_GROUP in f else {}
+                masks = f.get(MASK_GROUP, {})
                 for name, ds in f.items():
                     if not isinstance(ds, h5py.Dataset) or name in ("timestamps", "latlon"):
                         continue
@@ -77,10 +79,18 @@ def summarize(h5_dir: Path | str, max_samples: int | None = 1000) -> dict[str, A
         "inspected_files": len(positions),
         "compression": comp.to_json() if comp else None,
         "dataset_filters": dict(filters),
-        "timesteps": {"min": min(t_axis), "max": max(t_axis), "mean": round(float(np.mean(t_axis)), 2)}
+        "timesteps": {
+            "min": min(t_axis),
+            "max": max(t_axis),
+            "mean": round(float(np.mean(t_axis)), 2),
+        }
         if t_axis
         else None,
-        "bytes_per_sample": {"mean": int(np.mean(sizes)), "min": int(min(sizes)), "max": int(max(sizes))}
+        "bytes_per_sample": {
+            "mean": int(np.mean(sizes)),
+            "min": int(min(sizes)),
+            "max": int(max(sizes)),
+        }
         if sizes
         else None,
         "total_bytes_estimate": int(np.mean(sizes) * n) if sizes else 0,
@@ -119,8 +129,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         shape = next(iter(m["shapes"]), "-")
         frac = "-" if m["fraction"] is None else f"{m['fraction']:.2f}"
         steps = "-" if m["mean_present_timesteps"] is None else f"{m['mean_present_timesteps']:.1f}"
-        rows.append((name, str(m["samples"]), frac, shape, ",".join(m["dtypes"]) or "-", steps,
-                     _mb(m["mean_stored_bytes"])))  # fmt: skip
+        rows.append(
+            (
+                name,
+                str(m["samples"]),
+                frac,
+                shape,
+                ",".join(m["dtypes"]) or "-",
+                steps,
+                _mb(m["mean_stored_bytes"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines.append("")
     for i, row in enumerate(rows):

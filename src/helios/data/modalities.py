@@ -11,9 +11,8 @@ one array per modality holds every band, in `band_order`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
 
 BASE_RESOLUTION = 0.625
 """Metres per pixel at resolution factor 1."""
@@ -33,11 +32,37 @@ SENTINEL1_NODATA = -32768
 WORLDCOVER_CLASSES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 
 OSM_FEATURES = (
-    "aerialway_pylon aerodrome airstrip amenity_fuel building chimney communications_tower "
-    "crane flagpole fountain generator_wind helipad highway leisure lighthouse obelisk "
-    "observatory parking petroleum_well power_plant power_substation power_tower river runway "
-    "satellite_dish silo storage_tank taxiway water_tower works"
-).split()
+    "aerialway_pylon",
+    "aerodrome",
+    "airstrip",
+    "amenity_fuel",
+    "building",
+    "chimney",
+    "communications_tower",
+    "crane",
+    "flagpole",
+    "fountain",
+    "generator_wind",
+    "helipad",
+    "highway",
+    "leisure",
+    "lighthouse",
+    "obelisk",
+    "observatory",
+    "parking",
+    "petroleum_well",
+    "power_plant",
+    "power_substation",
+    "power_tower",
+    "river",
+    "runway",
+    "satellite_dish",
+    "silo",
+    "storage_tank",
+    "taxiway",
+    "water_tower",
+    "works",
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +164,7 @@ class ModalitySpec:
         return 4 if self.is_multitemporal else 3
 
 
-def _spec(name: str, sets: list[tuple[list[str], int]], **kw: object) -> ModalitySpec:
+def _spec(name: str, sets: list[tuple[Sequence[str], int]], **kw: object) -> ModalitySpec:
     return ModalitySpec(
         name=name,
         band_sets=tuple(BandSet(tuple(b), f) for b, f in sets),
@@ -269,8 +294,14 @@ MODALITIES: dict[str, ModalitySpec] = {
     ]
 }
 
-PRETRAINING_MODALITIES = ("sentinel2_l2a", "sentinel1", "landsat", "worldcover", "srtm",
-                          "openstreetmap_raster")  # fmt: skip
+PRETRAINING_MODALITIES = (
+    "sentinel2_l2a",
+    "sentinel1",
+    "landsat",
+    "worldcover",
+    "srtm",
+    "openstreetmap_raster",
+)
 """The modalities of the standard pretraining recipe."""
 
 
@@ -279,7 +310,9 @@ def get_modality(name: str) -> ModalitySpec:
     try:
         return MODALITIES[name]
     except KeyError:
-        raise KeyError(f"unknown modality {name!r}; known modalities: {sorted(MODALITIES)}") from None
+        raise KeyError(
+            f"unknown modality {name!r}; known modalities: {sorted(MODALITIES)}"
+        ) from None
 
 
 def resolution_m(factor: int) -> float:

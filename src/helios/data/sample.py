@@ -17,8 +17,8 @@ Array conventions (in memory, after loading an H5 sample):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from enum import IntEnum
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ class Sample:
         return 0
 
     def present_timesteps(self, modality: str) -> np.ndarray:
-        """bool [T]: True where `modality` has that timestep (static modalities: [True])."""
+        """Bool [T]: True where `modality` has that timestep (static modalities: [True])."""
         if not get_modality(modality).is_multitemporal:
             return np.ones(1, dtype=bool)
         return self.present[modality]
@@ -142,7 +142,7 @@ class MaskedBatch:
     patch_size: int
     """Patch size in 10 m pixels for this batch."""
     sample_ids: list[int] = field(default_factory=list)
-    """Dataset indices of the samples, in batch order."""
+    """H5 sample numbers (`sample_{i}.h5`) of the samples, in batch order."""
 
     @property
     def batch_size(self) -> int:

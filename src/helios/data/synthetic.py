@@ -1,4 +1,4 @@
-"""A seeded synthetic H5 training set: plausible spectra per land-cover class, for tests and benches.
+"""A seeded synthetic H5 training set with plausible spectra per land-cover class.
 
 Each sample gets a smooth land-cover map (water, tree cover, cropland, built-up, bare) and every
 modality is rendered from it: class spectra with a vegetation season for optical sensors, class
@@ -37,8 +37,13 @@ _S2 = {
     "built": [1100, 1200, 1300, 1800, 1400, 1600, 1700, 1800, 2200, 2000, 1100, 700, 20],
     "bare": [1300, 1600, 2000, 2600, 2200, 2400, 2500, 2600, 3200, 2800, 1200, 900, 20],
 }
-_S1_DB = {"water": (-22, -28), "tree": (-8, -14), "crop": (-10, -17), "built": (-4, -10),
-          "bare": (-12, -19)}  # fmt: skip
+_S1_DB = {
+    "water": (-22, -28),
+    "tree": (-8, -14),
+    "crop": (-10, -17),
+    "built": (-4, -10),
+    "bare": (-12, -19),
+}
 _VEGETATED = {"tree": 0.3, "crop": 0.8}  # seasonal amplitude of the NIR/red-edge swing
 
 
@@ -62,7 +67,9 @@ def _class_map(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(np.roll(fine, tuple(shift), axis=(0, 1)), dtype=np.uint8)
 
 
-def _optical(cmap: np.ndarray, months: np.ndarray, bands: int, rng: np.random.Generator) -> np.ndarray:
+def _optical(
+    cmap: np.ndarray, months: np.ndarray, bands: int, rng: np.random.Generator
+) -> np.ndarray:
     """Reflectance [H, W, T, bands] with a vegetation season and sensor noise."""
     table = np.array([_S2[c][:bands] for c in CLASSES], dtype=np.float32)  # [K, bands]
     base = table[cmap]  # [H, W, bands]
@@ -151,7 +158,9 @@ def make_synthetic_dataset(
     return SyntheticDataset(root=root, class_maps=np.stack(maps), modalities=tuple(modalities))
 
 
-def _render(name: str, cmap: np.ndarray, months: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _render(
+    name: str, cmap: np.ndarray, months: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """One modality's full-time-axis array for a class map."""
     spec = get_modality(name)
     k = spec.pixels_per_ref_pixel
@@ -186,8 +195,14 @@ def _render(name: str, cmap: np.ndarray, months: np.ndarray, rng: np.random.Gene
         return out
     if name == "era5":
         temp = 283 + 10 * np.sin((months - 4) / 12 * 2 * np.pi)
-        cols = [temp, temp - 5, np.full(t, 101000.0), rng.normal(0, 2, t), rng.normal(0, 2, t),
-                rng.gamma(1.0, 0.002, t)]  # fmt: skip
+        cols = [
+            temp,
+            temp - 5,
+            np.full(t, 101000.0),
+            rng.normal(0, 2, t),
+            rng.normal(0, 2, t),
+            rng.gamma(1.0, 0.002, t),
+        ]
         return np.stack(cols, axis=1).astype(np.float32)
     return rng.integers(0, 100, size=(*fine.shape, spec.num_bands)).astype(np.float32)
 

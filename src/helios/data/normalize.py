@@ -1,0 +1,548 @@
+"""Normalization: streaming per-band statistics and the pretraining and eval transforms.
+
+`compute_stats` makes one parallel pass over an H5 directory and returns `NormStats`
+(per modality and band: mean, std, var, count, min, max), stored as JSON in the layout of
+olmoearth_pretrain's `computed.json`. `Normalizer` applies one `NormMethod` per call; the
+default is the pretraining transform (x - (mean - 2 std)) / (4 std), without clipping. Bands
+without usable stats fall back to the modality's fixed `value_range`. `MISSING_VALUE` entries
+are never turned into numbers (docs/normalization.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from helios.data.h5 import H5Directory, read_sample
+from helios.data.modalities import MISSING_VALUE, MODALITIES, get_modality
+
+logger = logging.getLogger(__name__)
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+VAR_DEFINITION = "population variance (M2 / count)"
+"""Stored under the top-level key `var_definition`: upstream files hold M2 under `var`."""
+
+_BLOCK_ELEMENTS = 1 << 22  # bounds the float64 temporaries of one `RunningStats.update` step
+
+
+class NormMethod(str, Enum):
+    """Normalization methods; the values are olmoearth_pretrain's strings."""
+
+    NORM_NO_CLIP = "norm_no_clip"
+    NORM_NO_CLIP_2_STD = "norm_no_clip_2_std"
+    NORM_YES_CLIP = "norm_yes_clip"
+    NORM_YES_CLIP_2_STD = "norm_yes_clip_2_std"
+    NORM_YES_CLIP_3_STD = "norm_yes_clip_3_std"
+    NORM_YES_CLIP_INT = "norm_yes_clip_int"
+    NORM_YES_CLIP_2_STD_INT = "norm_yes_clip_2_std_int"
+    NORM_YES_CLIP_3_STD_INT = "norm_yes_clip_3_std_int"
+    NORM_YES_CLIP_MIN_MAX_INT = "norm_yes_clip_min_max_int"
+    STANDARDIZE = "standardize"
+    NO_NORM = "no_norm"
+
+    @property
+    def std_multiplier(self) -> float | None:
+        """Multiplier k of the methods mapping [mean - k std, mean + k std] to [0, 1], or None."""
+        return _STD_MULTIPLIERS.get(self)
+
+    @property
+    def clips(self) -> bool:
+        """Whether results are clipped to [0, 1]."""
+        return self.name.startswith("NORM_YES_CLIP")
+
+    @property
+    def quantizes(self) -> bool:
+        """Whether results are quantized to 8 bits (k / 255, k = 0..255)."""
+        return self.name.endswith("_INT")
+
+
+_STD_MULTIPLIERS = {
+    NormMethod.NORM_NO_CLIP: 1.0,
+    NormMethod.NORM_NO_CLIP_2_STD: 2.0,
+    NormMethod.NORM_YES_CLIP: 1.0,
+    NormMethod.NORM_YES_CLIP_2_STD: 2.0,
+    NormMethod.NORM_YES_CLIP_3_STD: 3.0,
+    NormMethod.NORM_YES_CLIP_INT: 1.0,
+    NormMethod.NORM_YES_CLIP_2_STD_INT: 2.0,
+    NormMethod.NORM_YES_CLIP_3_STD_INT: 3.0,
+}
+
+
+@dataclass(eq=False)
+class RunningStats:
+    """Streaming per-band count, mean, M2, min and max (float64) of one modality.
+
+    Batches are folded in with the two-pass batch mean and Chan's parallel update, which
+    stays accurate for large offsets with small spread. MISSING_VALUE and NaN are skipped.
+    """
+
+    num_bands: int
+    count: np.ndarray = field(init=False)
+    mean: np.ndarray = field(init=False)
+    m2: np.ndarray = field(init=False)
+    min: np.ndarray = field(init=False)
+    max: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.count = np.zeros(self.num_bands, dtype=np.int64)
+        self.mean, self.m2 = np.zeros(self.num_bands), np.zeros(self.num_bands)
+        self.min, self.max = np.full(self.num_bands, np.inf), np.full(self.num_bands, -np.inf)
+
+    @property
+    def var(self) -> np.ndarray:
+        """Population variance per band (NaN where count is 0)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.m2 / self.count, np.nan)
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per band (NaN where count is 0)."""
+        return np.sqrt(self.var)
+
+    def update(self, x: np.ndarray, nodata: float | None = None) -> RunningStats:
+        """Fold in an array with bands on the last axis (any leading shape); returns self.
+
+        Entries equal to MISSING_VALUE, NaN or `nodata` (if given) are skipped.
+        """
+        x = np.asarray(x)
+        if x.shape[-1] != self.num_bands:
+            raise ValueError(f"expected {self.num_bands} bands on the last axis, got {x.shape}")
+        flat = x.reshape(-1, self.num_bands)
+        rows = max(1, _BLOCK_ELEMENTS // self.num_bands)
+        for start in range(0, flat.shape[0], rows):
+            self._update_block(flat[start : start + rows], nodata)
+        return self
+
+    def _update_block(self, block: np.ndarray, nodata: float | None) -> None:
+        # One contiguous row per band: fast compress, pairwise sums and dot products.
+        batch = RunningStats(self.num_bands)
+        for i, col in enumerate(np.ascontiguousarray(block.T)):
+            keep = col != MISSING_VALUE
+            if col.dtype.kind == "f":
+                keep &= ~np.isnan(col)
+            if nodata is not None:
+                keep &= col != nodata
+            v = col[keep]
+            if v.size:
+                mean = v.sum(dtype=np.float64) / v.size
+                d = v - mean
+                batch.count[i], batch.mean[i] = v.size, mean
+                batch.m2[i] = np.einsum("i,i->", d, d)  # not np.dot: no BLAS threads in workers
+                batch.min[i], batch.max[i] = v.min(), v.max()
+        self.merge(batch)
+
+    def merge(self, other: RunningStats) -> RunningStats:
+        """Fold in another accumulator over the same bands (Chan et al.); returns self."""
+        if other.num_bands != self.num_bands:
+            raise ValueError(f"cannot merge {other.num_bands} bands into {self.num_bands}")
+        na, nb = self.count.astype(np.float64), other.count.astype(np.float64)
+        n = na + nb
+        delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(n > 0, nb / n, 0.0)
+            cross = np.where(n > 0, delta * delta * na * nb / n, 0.0)
+        self.mean = self.mean + delta * frac
+        self.m2 = self.m2 + other.m2 + cross
+        self.count = self.count + other.count
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+        return self
+
+    def band_stats(self) -> list[BandStats | None]:
+        """Per band, its `BandStats`, or None where no valid value was seen."""
+        cols = zip(*(a.tolist() for a in (self.count, self.mean, self.std, self.min, self.max)))
+        return [BandStats(m, s, n, lo, hi) if n > 0 else None for n, m, s, lo, hi in cols]
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Statistics of one band; `min`/`max` are optional (needed only by MIN_MAX_INT)."""
+
+    mean: float
+    std: float
+    count: int = 0
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def var(self) -> float:
+        """Population variance, std squared."""
+        return self.std * self.std
+
+    def to_json(self) -> dict[str, float | int]:
+        """Return the JSON object: mean, std, var, count and, where known, min and max."""
+        out = {"mean": self.mean, "std": self.std, "var": self.var, "count": self.count}
+        if self.min is not None and self.max is not None:
+            out.update(min=self.min, max=self.max)
+        return out
+
+
+@dataclass
+class NormStats:
+    """Per modality and band statistics, e.g. the pretraining stats or an eval dataset's own."""
+
+    bands: dict[str, dict[str, BandStats]]
+    """modality -> band -> stats; absent modalities or bands fall back to fixed ranges."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Scalar provenance written at the top level (total_n, sampled_n, failed_n, tile_path)."""
+
+    def get(self, modality: str, band: str) -> BandStats | None:
+        """Stats of one band, or None."""
+        return self.bands.get(modality, {}).get(band)
+
+    @classmethod
+    def from_running(cls, running: Mapping[str, RunningStats], **meta: Any) -> NormStats:
+        """Collect accumulators (keyed by modality, bands in `band_order`)."""
+        bands: dict[str, dict[str, BandStats]] = {}
+        for name, acc in running.items():
+            order = get_modality(name).band_order
+            per_band = {b: s for b, s in zip(order, acc.band_stats()) if s is not None}
+            if per_band:
+                bands[name] = per_band
+        return cls(bands=bands, meta=dict(meta))
+
+    @classmethod
+    def from_vectors(
+        cls,
+        modality: str,
+        mean: Sequence[float] | np.ndarray,
+        std: Sequence[float] | np.ndarray,
+        min: Sequence[float] | np.ndarray | None = None,
+        max: Sequence[float] | np.ndarray | None = None,
+    ) -> NormStats:
+        """Stats of one modality from per-band vectors in `band_order` (e.g. published ones)."""
+        order = get_modality(modality).band_order
+        cols = [mean, std] + ([min, max] if min is not None and max is not None else [])
+        if any(len(c) != len(order) for c in cols):
+            raise ValueError(f"{modality}: need {len(order)} values per vector ({list(order)})")
+        rows = ([float(v) for v in row] for row in zip(*cols))
+        return cls(
+            bands={modality: {b: BandStats(r[0], r[1], 0, *r[2:]) for b, r in zip(order, rows)}}
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return {modality: {band: {mean, std, var, count[, min, max]}}} plus the meta keys."""
+        out: dict[str, Any] = {"var_definition": VAR_DEFINITION, **self.meta}
+        for name, per_band in self.bands.items():
+            out[name] = {b: s.to_json() for b, s in per_band.items()}
+        return out
+
+    @classmethod
+    def from_json(
+        cls, payload: Mapping[str, Any], *, source: str = "<stats>", strict: bool = True
+    ) -> NormStats:
+        """Parse a payload (ours or upstream's computed.json); errors name `source`.
+
+        Only mean, std, count, min and max are read: upstream's `var` holds M2, not the
+        variance. With `strict=False` unknown modalities and bands are skipped with a warning.
+        """
+        if not isinstance(payload, Mapping):
+            raise ValueError(f"{source}: expected a JSON object, got {type(payload).__name__}")
+        out = cls(bands={})
+        skipped: list[str] = []
+
+        def unknown(what: str, msg: str) -> None:
+            if strict:
+                raise ValueError(f"{source}: {msg} (load with strict=False to skip it)")
+            skipped.append(what)
+
+        for name, entry in payload.items():
+            if not isinstance(entry, Mapping):
+                if name != "var_definition":
+                    out.meta[name] = entry
+            elif name not in MODALITIES:
+                unknown(name, f"unknown modality {name!r}; known: {sorted(MODALITIES)}")
+            else:
+                order = MODALITIES[name].band_order
+                out.bands[name] = {}
+                for band, values in entry.items():
+                    if band in order:
+                        out.bands[name][band] = _parse_band(values, f"{source}: {name}/{band}")
+                    else:
+                        unknown(f"{name}/{band}", f"{name} has no band {band!r}; bands: {order}")
+        if skipped:
+            logger.warning("%s: skipped unknown modalities/bands %s", source, skipped)
+        return out
+
+    def save(self, path: Path | str) -> None:
+        """Write the JSON atomically (temporary file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path | str, *, strict: bool = True) -> NormStats:
+        """Read a stats JSON file; errors name the file."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        return cls.from_json(payload, source=str(path), strict=strict)
+
+
+def _parse_band(values: Any, where: str) -> BandStats:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected an object with mean and std, got {values!r}")
+    opt = lambda v: None if v is None else float(v)  # noqa: E731
+    try:
+        lo, hi, n = opt(values.get("min")), opt(values.get("max")), int(values.get("count", 0))
+        return BandStats(float(values["mean"]), float(values["std"]), n, lo, hi)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where}: bad band stats {dict(values)!r} ({err!r})") from err
+
+
+def _bounds(
+    method: NormMethod,
+    mean: np.ndarray,
+    std: np.ndarray,
+    lo: np.ndarray | None,
+    hi: np.ndarray | None,
+    k: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (a, b) per band such that the method's affine step is (x - a) / (b - a)."""
+    if method is NormMethod.NO_NORM:
+        return np.zeros_like(mean), np.ones_like(mean)
+    if method is NormMethod.STANDARDIZE:
+        return mean, mean + std
+    if method is NormMethod.NORM_YES_CLIP_MIN_MAX_INT:
+        if lo is None or hi is None:
+            raise ValueError(f"{method.value} needs per-band min and max")
+        return lo, hi
+    k = method.std_multiplier if k is None else k
+    assert k is not None
+    return mean - k * std, mean + k * std
+
+
+def _apply(x: ArrayT, a: np.ndarray, b: np.ndarray, method: NormMethod) -> ArrayT:
+    """(x - a) / (b - a), then the method's clip/quantize; MISSING_VALUE stays as it is."""
+    if method is NormMethod.NO_NORM:
+        return x
+    if isinstance(x, torch.Tensor):
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        ta = torch.as_tensor(a, dtype=dtype, device=x.device)
+        span = torch.as_tensor(b - a, dtype=dtype, device=x.device)
+        t = (x.to(dtype) - ta) / span
+        if method.clips:
+            t = t.clamp(0.0, 1.0)
+        if method.quantizes:
+            t = torch.floor((t * 255.0).clamp(0.0, 255.0)) / 255.0
+        return torch.where(x == MISSING_VALUE, torch.full_like(t, MISSING_VALUE), t)
+    arr = np.asarray(x)
+    dt = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
+    y = np.subtract(arr, a.astype(dt), dtype=dt)
+    np.divide(y, (b - a).astype(dt), out=y)
+    if method.clips:
+        np.clip(y, 0.0, 1.0, out=y)
+    if method.quantizes:
+        np.multiply(y, 255.0, out=y)
+        np.clip(y, 0.0, 255.0, out=y)
+        np.floor(y, out=y)
+        np.divide(y, 255.0, out=y)
+    np.copyto(y, dt.type(MISSING_VALUE), where=arr == MISSING_VALUE)
+    return y
+
+
+def normalize_array(
+    x: ArrayT,
+    method: NormMethod | str,
+    mean: Sequence[float] | np.ndarray,
+    std: Sequence[float] | np.ndarray,
+    min: Sequence[float] | np.ndarray | None = None,
+    max: Sequence[float] | np.ndarray | None = None,
+) -> ArrayT:
+    """Normalize bands-last `x` (numpy or torch) with per-band vectors; missing stays missing."""
+    method = NormMethod(method)
+    lo = None if min is None else np.asarray(min, dtype=np.float64)
+    hi = None if max is None else np.asarray(max, dtype=np.float64)
+    m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    a, b = _bounds(method, m, s, lo, hi)
+    return _apply(x, a, b, method)
+
+
+def _usable(s: BandStats, need_min_max: bool) -> bool:
+    """Whether stats can define a band's range: finite, std > 0 (and min < max if needed)."""
+    ok = bool(np.isfinite(s.mean) and np.isfinite(s.std) and s.std > 0)
+    if need_min_max:
+        ok = ok and s.min is not None and s.max is not None and bool(s.min < s.max)
+    return ok
+
+
+class Normalizer:
+    """Per-modality normalization with one method; serializable into checkpoints.
+
+    Each band uses `stats` where usable (std > 0; for MIN_MAX_INT also min < max) and the
+    modality's fixed range otherwise: (x - lo) / (hi - lo), then the method's clip or
+    quantization. STANDARDIZE has no fixed-range fallback and raises instead.
+    """
+
+    def __init__(
+        self,
+        stats: NormStats | None = None,
+        method: NormMethod | str = NormMethod.NORM_NO_CLIP_2_STD,
+        std_multiplier: float | None = None,
+        fallback_ranges: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
+        """Set up; `std_multiplier` overrides the method's k; ranges default to the registry."""
+        self.stats = stats
+        self.method = NormMethod(method)
+        if std_multiplier is not None and (
+            self.method.std_multiplier is None or not std_multiplier > 0
+        ):
+            raise ValueError(
+                f"std_multiplier={std_multiplier} needs a positive value and a "
+                f"mean +- k std method, not {self.method.value}"
+            )
+        self.std_multiplier = std_multiplier
+        ranges = {m: spec.value_range for m, spec in MODALITIES.items()}
+        ranges.update(fallback_ranges or {})
+        self.fallback_ranges = {m: (float(lo), float(hi)) for m, (lo, hi) in ranges.items()}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def bounds(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per band (a, b), float64: the affine step is (x - a) / (b - a)."""
+        if modality in self._cache:
+            return self._cache[modality]
+        spec = get_modality(modality)
+        got = [None if self.stats is None else self.stats.get(modality, b) for b in spec.band_order]
+        mm = self.method is NormMethod.NORM_YES_CLIP_MIN_MAX_INT
+        usable = [s is not None and _usable(s, mm) for s in got]
+
+        def vec(attr: str) -> np.ndarray:
+            vals = [getattr(s, attr) if ok else None for s, ok in zip(got, usable)]
+            return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+
+        k = self.std_multiplier
+        a, b = _bounds(self.method, vec("mean"), vec("std"), vec("min"), vec("max"), k)
+        fallback = [band for band, ok in zip(spec.band_order, usable) if not ok]
+        if fallback and self.method is not NormMethod.NO_NORM:
+            if self.method is NormMethod.STANDARDIZE:
+                raise ValueError(f"standardize needs mean/std for {modality} bands {fallback}")
+            lo, hi = self.fallback_ranges[modality]
+            keep = np.asarray(usable)
+            a, b = np.where(keep, a, lo), np.where(keep, b, hi)
+            log = logger.info if self.stats is None else logger.warning
+            log("no usable stats for %s %s: fixed range %s", modality, fallback, (lo, hi))
+        self._cache[modality] = (a, b)
+        return a, b
+
+    def __call__(self, modality: str, x: ArrayT) -> ArrayT:
+        """Normalize `x` (numpy or torch, bands last, any leading shape) of `modality`."""
+        n = get_modality(modality).num_bands
+        if x.shape[-1] != n:
+            raise ValueError(f"{modality}: expected {n} bands last, got shape {tuple(x.shape)}")
+        a, b = self.bounds(modality)
+        return _apply(x, a, b, self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe description (method, stats, ranges) to embed in checkpoints."""
+        return {
+            "method": self.method.value,
+            "std_multiplier": self.std_multiplier,
+            "stats": None if self.stats is None else self.stats.to_json(),
+            "fallback_ranges": {m: list(r) for m, r in self.fallback_ranges.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Normalizer:
+        """Rebuild from `to_dict` output."""
+        stats = payload.get("stats")
+        ranges = payload.get("fallback_ranges") or {}
+        return cls(
+            stats=None if stats is None else NormStats.from_json(stats, source="normalizer"),
+            method=payload["method"],
+            std_multiplier=payload.get("std_multiplier"),
+            fallback_ranges={m: (r[0], r[1]) for m, r in ranges.items() if m in MODALITIES},
+        )
+
+
+def _stats_chunk(
+    task: tuple[list[str], list[str] | None],
+) -> tuple[dict[str, RunningStats], int, list[tuple[str, str]]]:
+    """Accumulate stats over some sample files: (stats, samples read, (file, error) pairs)."""
+    paths, modalities = task
+    acc: dict[str, RunningStats] = {}
+    errors: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            sample = read_sample(path, modalities)
+        except Exception as err:  # any unreadable file is reported, not fatal
+            errors.append((path, f"{type(err).__name__}: {err}"))
+            continue
+        for name, arr in sample.arrays.items():  # storage dtype, present timesteps only
+            spec = get_modality(name)
+            if spec.is_multitemporal:
+                n = int(sample.present[name].sum())
+                arr = arr[:, :, :n] if spec.is_spatial else arr[:n]
+            acc.setdefault(name, RunningStats(spec.num_bands)).update(arr, spec.nodata)
+    return acc, len(paths) - len(errors), errors
+
+
+def compute_stats(
+    h5_dir: Path | str,
+    *,
+    modalities: Sequence[str] | None = None,
+    max_samples: int | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    chunk_size: int = 16,
+) -> NormStats:
+    """Per-band stats of an H5 directory in one pass, over `workers` processes.
+
+    `max_samples` takes an evenly spaced subset. Samples are split into contiguous chunks of
+    `chunk_size` and merged in order, so the result does not depend on `workers`. Unreadable
+    files are logged and skipped; a ValueError is raised only if none could be read.
+    """
+    directory = H5Directory.open(h5_dir)
+    mods = None if modalities is None else [get_modality(m).name for m in modalities]
+    n = len(directory)
+    m = n if max_samples is None else min(n, max_samples)
+    paths = [str(directory.path(int(p))) for p in (np.arange(m, dtype=np.int64) * n) // m]
+    size = max(1, chunk_size)
+    tasks = [(paths[i : i + size], mods) for i in range(0, len(paths), size)]
+    total: dict[str, RunningStats] = {}
+    errors: list[tuple[str, str]] = []
+    ok = 0
+    # Fork (where available) before the progress bar starts its monitor thread.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    pool = ctx.Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    try:
+        results = pool.imap(_stats_chunk, tasks) if pool is not None else map(_stats_chunk, tasks)
+        with tqdm(total=len(paths), unit="sample", desc="stats", disable=not progress) as bar:
+            for (chunk, _), (acc, n_ok, errs) in zip(tasks, results):
+                for name, rs in acc.items():
+                    total.setdefault(name, RunningStats(rs.num_bands)).merge(rs)
+                ok += n_ok
+                errors.extend(errs)
+                bar.update(len(chunk))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    if errors:
+        names = ", ".join(Path(p).name for p, _ in errors[:20])
+        more = f" and {len(errors) - 20} more" if len(errors) > 20 else ""
+        msg = "%s: skipped %d unreadable sample(s): %s%s (first error: %s)"
+        logger.warning(msg, directory.root, len(errors), names, more, errors[0][1])
+    if ok == 0:
+        detail = "; ".join(f"{Path(p).name}: {msg}" for p, msg in errors[:5])
+        raise ValueError(f"{directory.root}: no sample could be read ({detail})")
+    return NormStats.from_running(
+        total, tile_path=str(directory.root), total_n=n, sampled_n=ok, failed_n=len(errors)
+    )
