@@ -302,21 +302,23 @@ def write_metadata(
 ) -> None:
     """Write sample_metadata.csv, compression_settings.json and latlon_distribution.npy atomically.
 
-    `rows` are (sample_index, modalities present) pairs.
+    `rows` are (sample_index, modalities present) pairs and `latlons` [len(rows), 2] follows the
+    same order; both are written sorted by sample index.
     """
     root = Path(root)
     tmp_csv = root / f".{METADATA_CSV}.tmp"
+    order = sorted(range(len(rows)), key=lambda i: rows[i][0])
     with tmp_csv.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["sample_index", *modalities])
-        for index, present in sorted(rows, key=lambda r: r[0]):
+        for index, present in (rows[i] for i in order):
             have = set(present)
             writer.writerow([index, *(int(m in have) for m in modalities)])
     tmp_json = root / f".{COMPRESSION_JSON}.tmp"
     tmp_json.write_text(json.dumps(compression.to_json(), indent=2) + "\n")
     tmp_npy = root / f".{LATLON_NPY}.tmp"
     with tmp_npy.open("wb") as fh:
-        np.save(fh, np.asarray(latlons, dtype=np.float32).reshape(-1, 2))
+        np.save(fh, np.asarray(latlons, dtype=np.float32).reshape(-1, 2)[order])
     os.replace(tmp_json, root / COMPRESSION_JSON)
     os.replace(tmp_npy, root / LATLON_NPY)
     os.replace(tmp_csv, root / METADATA_CSV)  # last: its presence marks the directory complete
