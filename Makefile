@@ -44,3 +44,25 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache
+
+# --- Beaker and the container image (docs/launching.md) ---
+.PHONY: beaker-launch docker-build
+DOCKER    ?= docker
+IMAGE_TAG ?= helios:$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+
+# make beaker-launch CONFIG=configs/latent_mim.yaml NAME=my-run CLUSTER=ai2/jupiter \
+#      [GPUS=8] [NODES=2] [EXTRA="--dry-run --priority high"]
+# CLUSTER may come from ~/.config/helios/beaker.yaml instead.
+beaker-launch: $(STAMP)
+	@test -n "$(CONFIG)" -a -n "$(NAME)" || { echo "usage: make beaker-launch CONFIG=configs/....yaml NAME=run-name [CLUSTER=ai2/...] [GPUS=8] [NODES=1] [EXTRA='--dry-run']" >&2; exit 2; }
+	$(BIN)/helios launch beaker --name $(NAME) $(if $(CLUSTER),--cluster $(CLUSTER)) \
+		$(if $(GPUS),--gpus $(GPUS)) $(if $(NODES),--nodes $(NODES)) $(EXTRA) \
+		-- helios fit --config $(CONFIG) $(if $(filter-out 1,$(NODES)),--trainer.num_nodes $(NODES))
+
+# BuildKit is required: it reads docker/Dockerfile.dockerignore and caches pip downloads.
+docker-build:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "docker-build: '$(DOCKER)' is not installed; install Docker (https://docs.docker.com/engine/install/)" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: cannot reach the Docker daemon; start Docker (or check DOCKER_HOST) and retry" >&2; exit 1; }
+	@$(DOCKER) buildx version >/dev/null 2>&1 || { echo "docker-build: Docker's buildx (BuildKit) plugin is missing; install docker-buildx" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile -t $(IMAGE_TAG) .
+	@echo "built $(IMAGE_TAG); upload it for Beaker with: beaker image create $(IMAGE_TAG) --name helios"

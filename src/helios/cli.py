@@ -19,6 +19,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command group."""
     from helios.data.cli import add_data_commands
+    from helios.launch.cli import add_launch_commands
 
     parser = argparse.ArgumentParser(
         prog="helios",
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Also: fit, validate, test, predict (LightningCLI; see `helios fit --help`).",
     )
     add_data_commands(groups)
+    add_launch_commands(groups)
     return parser
 
 
