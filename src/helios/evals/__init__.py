@@ -1,0 +1,1 @@
+"""Downstream evaluation: benchmark readers, protocols (kNN, linear probe, fine-tune), baselines."""
