@@ -7,7 +7,9 @@ import pytest
 
 from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.normalize import RunningStats
-from helios.evals.datasets.pastis import PASTIS, monthly_composite
+from helios.evals.datasets.pastis import PASTIS
+from helios.evals.datasets.temporal import monthly_composite
+from tests.evals.contract import assert_contract
 from tests.evals.data.pastis import S1A_DATES, S1D_DATES, SIDE, make_pastis
 
 L2A, S1 = get_modality("sentinel2_l2a"), get_modality("sentinel1")
@@ -17,30 +19,6 @@ S2_FILE_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return make_pastis(tmp_path_factory.mktemp("pastis"))
-
-
-def assert_contract(ds):
-    """Every item follows helios.evals.api: float32 arrays in registry layout, masks, labels."""
-    assert len(ds) > 0
-    for i in range(len(ds)):
-        item = ds[i]
-        s, t = item.sample, item.sample.num_timesteps
-        assert list(s.arrays) == list(ds.task.modalities)
-        assert s.timestamps.dtype == np.int32 and s.timestamps.shape == (t, 3)
-        assert s.latlon.dtype == np.float32 and s.latlon.shape == (2,)
-        for name, arr in s.arrays.items():
-            assert arr.dtype == np.float32 and arr.ndim == 4 and not np.isnan(arr).any()
-            assert arr.shape[-1] == get_modality(name).num_bands
-            mask = s.present[name]
-            assert mask.dtype == bool and mask.shape == (t,) and arr.shape[2] == mask.sum()
-        assert item.label.dtype == np.int64
-        if ds.task.kind == "segmentation":
-            assert item.label.shape == next(iter(s.arrays.values())).shape[:2]
-            ok = (item.label == ds.task.ignore_index) | (item.label >= 0)
-        else:
-            assert item.label.shape == ()
-            ok = item.label >= 0
-        assert (ok & (item.label < ds.task.num_classes)).all()
 
 
 def test_contract(root):

@@ -4,7 +4,9 @@
 `sample_{i}.h5` files (FORMATS §2) into a hidden `.in_progress/` directory that is renamed to
 `<num samples>/` once complete. Sample `i` is quadrant `i % splits` of tile `i // splits` in the
 sorted tile list, so reruns reproduce the indices (skipped tiles leave gaps). Bad tiles are
-skipped and listed in `conversion_report.json`; they never stop a run.
+skipped and listed in `conversion_report.json`; they never stop a run. Reading and validating
+the raw tiles is `helios.data.raw_tiles`; this module orchestrates (resume journal, process pool,
+sample writing, report).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import csv
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections import Counter
@@ -21,14 +22,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.errors
 import rasterio.warp
 from tqdm import tqdm
 
@@ -42,24 +41,37 @@ from helios.data.h5 import (
     write_metadata,
     write_sample,
 )
-from helios.data.modalities import MODALITIES, TILE_SIZE, ModalitySpec, get_modality
+from helios.data.modalities import MODALITIES, TILE_SIZE, get_modality
+from helios.data.raw_tiles import (
+    FILE_RE,
+    TILE_JSON,
+    Grid,
+    RawFile,
+    TileError,
+    check_sample,
+    parse_timestamps,
+    present_steps,
+    read_modality,
+    scan_tiles,
+    tile_signature,
+)
 
-TILE_JSON = "tile.json"
+__all__ = [
+    "FILE_RE",
+    "IN_PROGRESS",
+    "REPORT_JSON",
+    "SOURCES_CSV",
+    "TILE_JSON",
+    "ConvertResult",
+    "TileError",
+    "convert",
+]
+
 IN_PROGRESS = ".in_progress"
 REPORT_JSON = "conversion_report.json"
 SOURCES_CSV = "sample_sources.csv"
 _RUN_JSON = ".run.json"
 _JOURNAL = ".journal.jsonl"
-FILE_RE = re.compile(r"^(?P<modality>\w+?)(?:\.b(?P<band_set>\d+))?(?:\.t(?P<step>\d+))?\.tif$")
-"""Raw raster file name: `<modality>[.b<band set>][.t<step>].tif`."""
-
-
-class TileError(Exception):
-    """Why a tile (or one of its samples) is skipped: a short `kind` plus a detail."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class _Task:
     tile_id: str
     position: int
     directory: str
-    files: tuple[tuple[str, str, int | None, int | None], ...]
+    files: tuple[RawFile, ...]
     """(file name, modality, band set, step) for each raster of a selected modality."""
     signature: str
     existing: frozenset[int]
@@ -122,144 +134,6 @@ class ConvertResult:
         )
 
 
-def _parse_timestamps(tile_dir: Path) -> np.ndarray | None:
-    """int32 [T, 3] (day, month, year) from tile.json, or None when there is no tile.json."""
-    path = tile_dir / TILE_JSON
-    if not path.exists():
-        return None
-    try:
-        payload = json.loads(path.read_text())
-        stamps = payload["timestamps"]
-        if not isinstance(stamps, list) or not all(isinstance(s, str) for s in stamps):
-            raise ValueError("'timestamps' must be a list of ISO date strings")
-        dates = [datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps]
-    except (ValueError, KeyError, TypeError) as err:
-        raise TileError("bad tile.json", f"{path}: {err}") from None
-    return np.array([[d.day, d.month, d.year] for d in dates], dtype=np.int32).reshape(-1, 3)
-
-
-def _cast(data: np.ndarray, spec: ModalitySpec, path: Path) -> np.ndarray:
-    """Check values (no NaN, representable) and cast to the modality's storage dtype."""
-    dtype = np.dtype(spec.dtype)
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise TileError("NaN values", f"{path.name} holds NaN or infinite values")
-    if data.dtype == dtype:
-        return data
-    if dtype.kind in "iu" and data.size:
-        info = np.iinfo(dtype)
-        exact = data.dtype.kind in "iu" or bool(np.all(np.floor(data) == data))
-        if not exact or data.min() < info.min or data.max() > info.max:
-            raise TileError("bad values", f"{path.name} ({data.dtype}) does not fit {dtype}")
-    return data.astype(dtype)
-
-
-@dataclass
-class _Grid:
-    """The CRS and bounds every raster of one tile must share (set by the first one read)."""
-
-    crs: Any = None
-    bounds: tuple[float, ...] | None = None
-
-    def check(self, ds: Any, path: Path) -> None:
-        if ds.crs is None:
-            raise TileError("no CRS", f"{path.name} has no coordinate reference system")
-        bounds = tuple(ds.bounds)
-        if self.bounds is None:
-            self.crs, self.bounds = ds.crs, bounds
-            return
-        if ds.crs != self.crs:
-            raise TileError("mismatched CRS", f"{path.name} is in {ds.crs}, not {self.crs}")
-        tol = 1e-4 * abs(self.bounds[2] - self.bounds[0])
-        if max(abs(a - b) for a, b in zip(bounds, self.bounds)) > tol:
-            raise TileError("mismatched bounds", f"{path.name} covers {bounds}, not {self.bounds}")
-
-
-def _read_modality(
-    tile_dir: Path,
-    spec: ModalitySpec,
-    files: list[tuple[str, int | None, int | None]],
-    num_steps: int,
-    grid: _Grid,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One modality of one tile: ([G, G, T, C] or [G, G, C], bool [T] steps with a file)."""
-    split_sets = {b is not None for _, b, _ in files}
-    split_steps = {s is not None for _, _, s in files}
-    names = ", ".join(sorted(f for f, _, _ in files))
-    if len(split_sets) > 1 or len(split_steps) > 1:
-        raise TileError("bad file layout", f"{spec.name} mixes file layouts ({names})")
-    if True in split_steps and not spec.is_multitemporal:
-        raise TileError("bad file layout", f"{spec.name} is static but has per-step files")
-    t = num_steps if spec.is_multitemporal else 1
-    size = spec.tile_pixels(TILE_SIZE)
-    out = np.zeros((size, size, t, spec.num_bands), dtype=np.dtype(spec.dtype))
-    has_file = np.zeros(t, dtype=bool)
-    slices = spec.band_set_slices()
-    covered: dict[int, set[int]] = {}
-    for name, band_set, step in files:
-        path = tile_dir / name
-        if band_set is not None and band_set >= spec.num_band_sets:
-            raise TileError("bad file layout", f"{name}: {spec.name} has no band set {band_set}")
-        if step is not None and step >= t:
-            raise TileError("bad file layout", f"{name}: step {step} but tile.json has {t}")
-        bands = slices[band_set] if band_set is not None else slice(0, spec.num_bands)
-        n_bands = bands.stop - bands.start
-        side = size if band_set is None else spec.band_set_pixels(band_set, TILE_SIZE)
-        steps = [step] if step is not None else list(range(t))
-        try:
-            with rasterio.open(path) as ds:
-                grid.check(ds, path)
-                shape = (ds.count, ds.height, ds.width)
-                if shape != (n_bands * len(steps), side, side):
-                    raise TileError(
-                        "wrong shape",
-                        f"{name} is {shape} (bands, rows, cols), expected "
-                        f"{(n_bands * len(steps), side, side)}",
-                    )
-                data = ds.read()
-        except rasterio.errors.RasterioError as err:
-            detail = str(err) if name in str(err) else f"{name}: {err}"
-            raise TileError("unreadable", detail) from None
-        data = _cast(data, spec, path)
-        factor = size // side
-        if factor > 1:
-            data = np.repeat(np.repeat(data, factor, axis=1), factor, axis=2)
-        # band index = step * C + c (step-major), as [H, W, steps, C]
-        data = data.reshape(len(steps), n_bands, size, size).transpose(2, 3, 0, 1)
-        out[:, :, steps, bands] = data
-        has_file[steps] = True
-        for s in steps:
-            covered.setdefault(s, set()).add(band_set if band_set is not None else -1)
-    need = {-1} if True not in split_sets else set(range(spec.num_band_sets))
-    for s, sets in covered.items():
-        if sets != need:
-            missing = sorted(need - sets)
-            raise TileError("bad file layout", f"{spec.name} step {s} lacks band sets {missing}")
-    return (out if spec.is_multitemporal else out[:, :, 0]), has_file
-
-
-def _present(spec: ModalitySpec, arr: np.ndarray, has_file: np.ndarray) -> np.ndarray:
-    """Mark steps (static: [1]) that have a file and at least one non-nodata value."""
-    if spec.nodata is None:
-        return has_file.copy()
-    valid = arr != spec.nodata
-    if spec.is_multitemporal:
-        return has_file & valid.any(axis=(0, 1, 3))
-    return has_file & bool(valid.any())
-
-
-def _check_sample(
-    spec_present: dict[str, np.ndarray], multitemporal: list[str], min_steps: int
-) -> None:
-    if not any(p.any() for p in spec_present.values()):
-        raise TileError("all nodata", "no modality has any valid pixel")
-    if multitemporal:
-        steps = max(int(spec_present[m].sum()) for m in multitemporal)
-        if steps < min_steps:
-            raise TileError(
-                "too few timesteps", f"{steps} present timesteps, at least {min_steps} needed"
-            )
-
-
 def _process_tile(task: _Task, params: _Params) -> dict[str, Any]:
     """Read one tile, write its missing samples; returns a JSON-able outcome."""
     outcome: dict[str, Any] = {"tile_id": task.tile_id, "position": task.position,
@@ -272,20 +146,20 @@ def _process_tile(task: _Task, params: _Params) -> dict[str, Any]:
     try:
         if not by_mod:
             raise TileError("no files", f"no raster of {', '.join(params.modalities)}")
-        stamps = _parse_timestamps(tile_dir)
+        stamps = parse_timestamps(tile_dir)
         multitemporal = sorted(m for m in by_mod if get_modality(m).is_multitemporal)
         if stamps is None and multitemporal:
             raise TileError("bad tile.json", f"missing; needed for {', '.join(multitemporal)}")
         timestamps = stamps if stamps is not None else np.zeros((0, 3), dtype=np.int32)
-        grid = _Grid()
+        grid = Grid()
         arrays, has_file = {}, {}
         for mod in sorted(by_mod):
             spec = get_modality(mod)
-            arrays[mod], has_file[mod] = _read_modality(
+            arrays[mod], has_file[mod] = read_modality(
                 tile_dir, spec, by_mod[mod], len(timestamps), grid
             )
-        present = {m: _present(get_modality(m), arrays[m], has_file[m]) for m in arrays}
-        _check_sample(present, multitemporal, params.min_timesteps)
+        present = {m: present_steps(get_modality(m), arrays[m], has_file[m]) for m in arrays}
+        check_sample(present, multitemporal, params.min_timesteps)
     except TileError as err:
         outcome.update(reason=str(err), kind=err.kind)
         return outcome
@@ -308,7 +182,7 @@ def _process_tile(task: _Task, params: _Params) -> dict[str, Any]:
             spec = get_modality(mod)
             s = params.tile_size * spec.pixels_per_ref_pixel
             sub = arr[r * s : (r + 1) * s, c * s : (c + 1) * s]
-            keep = present[mod] & _present(spec, sub, np.ones_like(present[mod]))
+            keep = present[mod] & present_steps(spec, sub, np.ones_like(present[mod]))
             sub_present[mod] = keep
             if not keep.any():
                 continue
@@ -316,7 +190,7 @@ def _process_tile(task: _Task, params: _Params) -> dict[str, Any]:
             if spec.is_multitemporal:
                 masks[mod] = keep
         try:
-            _check_sample(sub_present, multitemporal, params.min_timesteps)
+            check_sample(sub_present, multitemporal, params.min_timesteps)
         except TileError as err:
             outcome["skipped_samples"].append({"index": index, "quadrant": q, "reason": str(err)})
             continue
@@ -355,46 +229,6 @@ def _run(
         for chunk, outcomes in zip(chunks, results):
             bar.update(len(chunk))
             yield from outcomes
-
-
-def _scan(
-    raw_dir: Path, wanted: list[str] | None
-) -> tuple[list[tuple[str, Path, list[tuple[str, str, int | None, int | None]]]], list[str]]:
-    """Sorted (tile_id, dir, selected files) for every non-hidden tile dir, plus notes."""
-    tiles = []
-    ignored: Counter[str] = Counter()
-    for entry in sorted(os.scandir(raw_dir), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        files = []
-        for name in sorted(os.listdir(entry.path)):
-            m = FILE_RE.match(name)
-            if m is None:
-                continue
-            mod = m["modality"]
-            if mod not in MODALITIES:
-                ignored[f"unknown modality {mod!r}"] += 1
-            elif not MODALITIES[mod].is_spatial:
-                ignored[f"{mod} is non-spatial and cannot be read from GeoTIFF"] += 1
-            elif wanted is None or mod in wanted:
-                b, s = m["band_set"], m["step"]
-                files.append(
-                    (name, mod, None if b is None else int(b), None if s is None else int(s))
-                )
-        tiles.append((entry.name, Path(entry.path), files))
-    notes = [f"ignored {n} files: {why}" for why, n in sorted(ignored.items())]
-    return tiles, notes
-
-
-def _signature(tile_dir: Path, files: list[tuple[str, str, int | None, int | None]]) -> str:
-    h = hashlib.sha1()
-    for name in [TILE_JSON, *(f[0] for f in files)]:
-        try:
-            st = (tile_dir / name).stat()
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-        except FileNotFoundError:
-            h.update(f"{name}:-;".encode())
-    return h.hexdigest()
 
 
 def _load_journal(work: Path) -> dict[str, dict[str, Any]]:
@@ -505,14 +339,14 @@ def convert(
             raise ValueError(f"unknown modality {mod!r}; known: {', '.join(sorted(MODALITIES))}")
         if not MODALITIES[mod].is_spatial:
             raise ValueError(f"{mod} is non-spatial; convert reads GeoTIFF tiles only")
-    tiles, notes = _scan(raw_dir, wanted)
+    tiles, notes = scan_tiles(raw_dir, wanted)
     if not tiles:
         raise ValueError(f"{raw_dir}: no tiles (expected one sub-directory per tile)")
     mods = wanted or sorted({f[1] for _, _, files in tiles for f in files})
     if not mods:
         raise ValueError(f"{raw_dir}: no <modality>.tif raster of a known spatial modality")
     dataset_dir = out_root / recipe_dirname(compression, tile_size) / dataset_dirname(mods)
-    signatures = [_signature(d, files) for _, d, files in tiles]
+    signatures = [tile_signature(d, files) for _, d, files in tiles]
     run = {"tiles": [t[0] for t in tiles], "modalities": mods, "tile_size": tile_size,
            "compression": compression.to_json(), "min_timesteps": min_timesteps}  # fmt: skip
     fingerprint = hashlib.sha1(json.dumps([run, signatures]).encode()).hexdigest()

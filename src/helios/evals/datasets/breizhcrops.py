@@ -39,7 +39,7 @@ from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.normalize import NormStats, RunningStats
 from helios.data.sample import Sample
 from helios.evals.api import EvalDataset, EvalSample, Split, TaskSpec
-from helios.evals.datasets.pastis import Aggregation, month_timestamps, monthly_composite
+from helios.evals.datasets.temporal import Aggregation, month_timestamps, monthly_composite
 
 Level = Literal["L1C", "L2A"]
 

@@ -25,7 +25,6 @@ Splits follow the five official folds: train 1-3, val 4, test 5 (configurable).
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,13 @@ from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.normalize import BandStats, NormStats, RunningStats
 from helios.data.sample import Sample
 from helios.evals.api import EvalDataset, EvalSample, Split, TaskSpec
+from helios.evals.datasets.temporal import (
+    Aggregation,
+    month_steps,
+    month_timestamps,
+    monthly_composite,
+)
 
-Aggregation = Literal["median", "mean"]
 PastisModality = Literal["sentinel2_l2a", "sentinel1"]
 S1Orbit = Literal["S1A", "S1D"]
 
@@ -70,58 +74,9 @@ CLASS_NAMES = (
 )
 VOID_CLASS = 19
 IGNORE_INDEX = -1
-COMPOSITE_DAY = 15
-"""Day of month written into the timestamps of monthly composites."""
 PIXEL_SIZE_M = 10.0
 
 _STATS_CACHE: dict[tuple[Any, ...], NormStats] = {}
-
-
-def monthly_composite(
-    values: np.ndarray, steps: np.ndarray, num_steps: int, method: Aggregation
-) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregate observations into `num_steps` monthly composites.
-
-    Args:
-        values: float [N, ...] observations, NaN where an observation has no valid value.
-        steps: int [N], the month index (0..num_steps-1) of each observation; others are dropped.
-        num_steps: length of the output time axis.
-        method: per-element "median" or "mean" over the valid observations of a month.
-
-    Returns:
-        (composites float32 [P, ...] for the P months with any valid value, in order, with
-        MISSING_VALUE where an element has none; present bool [num_steps]).
-
-    """
-    present = np.zeros(num_steps, dtype=bool)
-    out: list[np.ndarray] = []
-    reduce = np.nanmedian if method == "median" else np.nanmean
-    for step in range(num_steps):
-        group = values[steps == step]
-        if group.shape[0] == 0 or not np.isfinite(group).any():
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> NaN, handled below
-            comp = np.asarray(reduce(group, axis=0), dtype=np.float32)
-        comp[~np.isfinite(comp)] = MISSING_VALUE
-        out.append(comp)
-        present[step] = True
-    shape = (0, *values.shape[1:])
-    return (np.stack(out) if out else np.zeros(shape, dtype=np.float32)), present
-
-
-def month_steps(dates: Sequence[int], first: tuple[int, int]) -> np.ndarray:
-    """Month index of YYYYMMDD dates relative to the month `first` = (year, month)."""
-    d = np.asarray(dates, dtype=np.int64)
-    return (d // 10000 - first[0]) * 12 + (d // 100 % 100) - first[1]
-
-
-def month_timestamps(first: tuple[int, int], num_months: int) -> np.ndarray:
-    """int32 [num_months, 3] (day, month, year) of consecutive months from `first`."""
-    idx = first[1] - 1 + np.arange(num_months)
-    return np.stack(
-        [np.full(num_months, COMPOSITE_DAY), idx % 12 + 1, first[0] + idx // 12], axis=1
-    ).astype(np.int32)
 
 
 def _to_band_order(arr: np.ndarray, bands: Sequence[str], modality: str) -> np.ndarray:
