@@ -1,4 +1,4 @@
-"""Shared fixtures of the data tests."""
+"""Shared test fixtures."""
 
 from __future__ import annotations
 
@@ -11,3 +11,18 @@ def demo_build(tmp_path_factory):
     from helios.data.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo"), workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_file(tmp_path_factory):
+    """An exported random-init nano-shaped (but tiny) encoder over landsat + sentinel2."""
+    import torch
+
+    from helios.data.normalize import Normalizer
+    from helios.train.export import EncoderConfig, export_encoder
+
+    torch.manual_seed(0)
+    config = EncoderConfig(embed_dim=32, depth=2, num_heads=4)
+    encoder = config.build(["landsat", "sentinel2"])
+    path = tmp_path_factory.mktemp("enc") / "encoder.pt"
+    return export_encoder(path, encoder, config, Normalizer(), patch_size=8)

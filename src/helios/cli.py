@@ -19,7 +19,10 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command group."""
     from helios.data.cli import add_data_commands
+    from helios.evals.cli import add_eval_commands
     from helios.launch.cli import add_launch_commands
+    from helios.runner.cli import add_run_commands
+    from helios.sweep.cli import add_sweep_commands
 
     parser = argparse.ArgumentParser(
         prog="helios",
@@ -34,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Also: fit, validate, test, predict (LightningCLI; see `helios fit --help`).",
     )
     add_data_commands(groups)
+    add_eval_commands(groups)
+    add_sweep_commands(groups)
     add_launch_commands(groups)
+    add_run_commands(groups)
     return parser
 
 

@@ -227,7 +227,12 @@ class PretrainDataModule(L.LightningDataModule):
         if self._base is None:
             self._base = H5SampleDataset(self.h5_dir, self.modalities)
             self.modalities = self._base.modalities
-            self.sample_size = self._base[0].ref_size() or max(self.patch_sizes)
+            first = [self._base[i] for i in range(min(8, len(self._base)))]
+            self.sample_size = first[0].ref_size() or max(self.patch_sizes)
+            # no point planning more timesteps than the samples have
+            self.max_timesteps = max(
+                1, min(self.max_timesteps, max(s.num_timesteps for s in first))
+            )
             if self.val_samples >= len(self._base):
                 raise ValueError(
                     f"{self.h5_dir}: val_samples={self.val_samples} leaves no training samples"

@@ -124,7 +124,9 @@ class PretrainSampleTransform:
         normalizer: Normalizer,
         masking: MaskingStrategy,
         num_views: int = 1,
+        center_crop: bool = False,
     ) -> None:
+        self.center_crop = center_crop
         self.modalities = list(modalities)
         self.normalizer = normalizer
         self.masking = masking
@@ -136,8 +138,11 @@ class PretrainSampleTransform:
         size = sample.ref_size()
         if size and size < crop:
             raise ValueError(f"{sample.source}: sample is {size} px, smaller than the crop {crop}")
-        y0 = int(rng.integers(0, size - crop + 1)) if size else 0
-        x0 = int(rng.integers(0, size - crop + 1)) if size else 0
+        if self.center_crop:
+            y0 = x0 = (size - crop) // 2 if size else 0
+        else:
+            y0 = int(rng.integers(0, size - crop + 1)) if size else 0
+            x0 = int(rng.integers(0, size - crop + 1)) if size else 0
         t_full = sample.num_timesteps
         t = plan.num_timesteps
         steps = np.arange(t) + self._time_start(sample, t, rng) if t_full else np.arange(t)

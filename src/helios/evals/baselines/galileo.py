@@ -1,0 +1,424 @@
+"""Galileo (nasaharvest/galileo, MIT) behind the Helios encoder surface.
+
+How Helios modalities feed Galileo's channel groups (see docs/baselines.md):
+
+- sentinel2 (L1C, what Galileo was trained on) or sentinel2_l2a -> S2_RGB (B02 B03 B04),
+  S2_Red_Edge (B05 B06 B07), S2_NIR_10m (B08), S2_NIR_20m (B8A), S2_SWIR (B11 B12); B01, B09 and
+  B10 are unused. NDVI is masked by default, as in Galileo's own eval wrapper; with
+  `include_ndvi` it is computed from B08 and B04 reflectances.
+- sentinel1 (dB) -> S1 (VV VH).
+- srtm -> SRTM (elevation, and slope in degrees computed from it on the 10 m grid).
+- worldcover -> DW: Galileo's land-cover input is Dynamic World class probabilities, so WorldCover
+  classes become one-hot DW classes (`WORLDCOVER_TO_DW`), plus their tile mean in DW_static.
+- worldcereal -> WC (WorldCereal products, seasons merged by max), plus WC_static.
+- era5 -> ERA5 (2 m temperature in K, total precipitation in m; the other variables unused).
+- `batch.latlon` -> location, with `include_latlon` (off by default, as in Galileo's eval).
+
+Galileo's WC group is WorldCereal (not WorldCover) and its LS group is LandScan population
+(not Landsat): landsat has no Galileo group, and TC, VIIRS and LS are always masked.
+
+Tokens come back under Galileo's four group families (`TOKEN_GROUPS` lists the S axis):
+"galileo_space_time" [B, h, w, T, 7, D], "galileo_space" [B, h, w, 1, 3, D], "galileo_time"
+[B, 1, 1, T, 3, D] and "galileo_static" [B, 1, 1, 1, 4, D]; a group without input is MISSING.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from helios.data.modalities import get_modality
+from helios.data.normalize import BandStats, Normalizer, NormMethod, NormStats
+from helios.data.sample import MaskedBatch, MaskValue
+from helios.evals.baselines._common import (
+    band_visibility,
+    hidden_mask_value,
+    load_strict,
+    load_weights,
+    to_pixels,
+)
+from helios.evals.baselines._galileo_nn import (
+    FAMILIES,
+    GALILEO_SIZES,
+    GalileoArch,
+    GalileoNet,
+)
+from helios.nn.api import Encoder, TokensAndMasks
+
+GalileoSize = Literal["nano", "tiny", "base"]
+Groups = dict[str, Tensor]
+"""Per Galileo group: inputs, token visibility or token mask values."""
+
+TOKEN_GROUPS: dict[str, tuple[str, ...]] = {
+    f"galileo_{fam}": tuple(groups) for fam, groups in FAMILIES.items()
+}
+"""Output key -> Galileo group of each index on the S axis."""
+
+S2_GROUPS: dict[str, tuple[str, ...]] = {
+    "S2_RGB": ("B02", "B03", "B04"),
+    "S2_Red_Edge": ("B05", "B06", "B07"),
+    "S2_NIR_10m": ("B08",),
+    "S2_NIR_20m": ("B8A",),
+    "S2_SWIR": ("B11", "B12"),
+}
+_S2_GALILEO_ORDER = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+DW_CLASSES = (
+    "water",
+    "trees",
+    "grass",
+    "flooded_vegetation",
+    "crops",
+    "shrub_and_scrub",
+    "built",
+    "bare",
+    "snow_and_ice",
+)
+WORLDCOVER_TO_DW: dict[int, str] = {
+    10: "trees",
+    20: "shrub_and_scrub",
+    30: "grass",
+    40: "crops",
+    50: "built",
+    60: "bare",
+    70: "snow_and_ice",
+    80: "water",
+    90: "flooded_vegetation",
+    95: "trees",  # mangroves: Dynamic World counts them as trees
+    100: "bare",  # moss and lichen: sparse low cover, closest to DW bare
+}
+"""ESA WorldCover class -> Dynamic World class (an approximation: Galileo never saw WorldCover)."""
+WORLDCEREAL_TO_WC: dict[str, tuple[str, ...]] = {
+    "temporarycrops": ("tc-annual-temporarycrops-classification",),
+    "maize": ("tc-maize-main-maize-classification", "tc-maize-second-maize-classification"),
+    "wintercereals": ("tc-wintercereals-wintercereals-classification",),
+    "springcereals": ("tc-springcereals-springcereals-classification",),
+    "irrigation": (
+        "tc-maize-main-irrigation-classification",
+        "tc-maize-second-irrigation-classification",
+        "tc-wintercereals-irrigation-classification",
+    ),
+}
+"""Galileo WC band -> Helios worldcereal bands (max over seasons, as a mosaic over them)."""
+ERA5_BANDS = ("2m-temperature", "total-precipitation")
+DEFAULT_MONTH = 5
+"""Month index (0 = January) used where a timestamp has no valid month, as upstream."""
+
+PUBLISHED_NORMALIZATION: dict[str, dict[str, list[float]]] = {
+    "13": {  # S1 VV VH, S2 B2 B3 B4 B5 B6 B7 B8 B8A B11 B12 (NDVI is not std-normalized)
+        "mean": [-11.728724389184965, -18.85558188024017, 1395.3408730676722,
+                 1338.4026921784578, 1343.09883810357, 1543.8607982512297, 2186.2022069512263,
+                 2525.0932853316694, 2410.3377187373408, 2750.2854646886753, 2234.911100061487,
+                 1474.5311266077113],
+        "std": [4.887145774840316, 5.730270320384293, 917.7041440370853, 913.2988423581528,
+                1092.678723527555, 1047.2206083460424, 1048.0101611156767, 1143.6903026819996,
+                1098.979177731649, 1204.472755085893, 1145.9774063078878, 980.2429840007796],
+    },
+    "16": {  # SRTM elevation, slope (DW and WC use fixed shift/div)
+        "mean": [673.0152819503361, 5.930092668915115],
+        "std": [983.0697298296237, 8.167406789813247],
+    },
+    "6": {  # ERA5 temperature_2m, total_precipitation_sum (then TC, VIIRS: unused)
+        "mean": [271.5674963541667, 0.08554303677156568],
+        "std": [79.80828940314429, 0.11669547098151486],
+    },
+}  # fmt: skip
+"""The used part of Galileo's config/normalization.json (keys: channel counts of its arrays)."""
+
+
+def galileo_norm_stats(payload: Mapping[str, Any]) -> tuple[NormStats, tuple[float, float]]:
+    """Map a Galileo normalization JSON onto Helios bands; also returns slope (mean, std).
+
+    Galileo normalizes these bands with (x - (mean - 2 std)) / (4 std); DW probabilities are
+    used as they are and WorldCereal is divided by 100, encoded here as identity stats.
+    """
+    st, sp, t = (payload[k] for k in ("13", "16", "6"))
+
+    def stat(group: Mapping[str, list[float]], i: int) -> BandStats:
+        return BandStats(float(group["mean"][i]), float(group["std"][i]))
+
+    s2 = {band: stat(st, 2 + i) for i, band in enumerate(_S2_GALILEO_ORDER)}
+    wc_bands = get_modality("worldcereal").band_order
+    bands = {
+        "sentinel2": dict(s2),
+        "sentinel2_l2a": dict(s2),
+        "sentinel1": {"vv": stat(st, 0), "vh": stat(st, 1)},
+        "srtm": {"srtm": stat(sp, 0)},
+        "era5": {ERA5_BANDS[0]: stat(t, 0), ERA5_BANDS[1]: stat(t, 1)},
+        "worldcover": {"B1": BandStats(0.5, 0.25)},  # identity: class codes pass through
+        "worldcereal": {b: BandStats(50.0, 25.0) for b in wc_bands},  # x / 100
+    }
+    return NormStats(bands=bands, meta={"source": "galileo"}), (sp["mean"][1], sp["std"][1])
+
+
+class GalileoEncoder(GalileoNet, Encoder):
+    """Galileo's encoder reading `MaskedBatch`es normalized by `self.normalizer`.
+
+    The module's own parameters carry exactly the published `encoder.pt` keys.
+    """
+
+    modalities = (
+        "sentinel2",
+        "sentinel2_l2a",
+        "sentinel1",
+        "srtm",
+        "worldcover",
+        "worldcereal",
+        "era5",
+    )
+    default_patch_size = 4
+    """Patch size (10 m pixels) of Galileo's published evaluations; 1 to 8 were trained."""
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        size: GalileoSize = "nano",
+        normalization: str | Path | None = None,
+        include_ndvi: bool = False,
+        include_latlon: bool = False,
+    ) -> None:
+        """Build at `size`; load `weights` (a local `encoder.pt`) strictly if given.
+
+        `normalization` is a Galileo normalization.json; by default the published statistics.
+        """
+        super().__init__(GALILEO_SIZES[size])
+        self.size = size
+        self.include_ndvi = include_ndvi
+        self.include_latlon = include_latlon
+        payload: Mapping[str, Any] = PUBLISHED_NORMALIZATION
+        if normalization is not None:
+            payload = json.loads(Path(normalization).read_text())
+        stats, self.slope_stats = galileo_norm_stats(payload)
+        self.normalizer = Normalizer(stats, NormMethod.NORM_NO_CLIP_2_STD)
+        if weights is not None:
+            # upstream strips a ".backbone" that some of its checkpoints carry in key names
+            state = {k.replace(".backbone", ""): v for k, v in load_weights(weights).items()}
+            load_strict(self, state, str(weights))
+        self.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, include_ndvi: bool = False, include_latlon: bool = False
+    ) -> GalileoEncoder:
+        """Load a Galileo model folder (config.json, encoder.pt, optional normalization.json).
+
+        `path` may also be the `encoder.pt` file itself; its folder's config.json, if any,
+        gives the size (nano otherwise).
+        """
+        path = Path(path).expanduser()
+        folder, weights = (path, path / "encoder.pt") if path.is_dir() else (path.parent, path)
+        size: GalileoSize = "nano"
+        if (folder / "config.json").is_file():
+            enc = json.loads((folder / "config.json").read_text())["model"]["encoder"]
+            size = _size_of(enc, str(folder / "config.json"))
+        norm = folder / "normalization.json"
+        return cls(weights, size, norm if norm.is_file() else None, include_ndvi, include_latlon)
+
+    def forward(self, batch: MaskedBatch, view: int = 0) -> TokensAndMasks:
+        """Encode the ENCODER tokens of `batch.masks[view]` (see module docstring for keys)."""
+        masks = batch.masks[view]
+        present = [m for m in self.modalities if m in batch.data and m in masks]
+        spatial = [m for m in present if get_modality(m).is_spatial]
+        if not spatial:
+            raise ValueError(
+                f"Galileo needs a spatial modality of {self.modalities}, got {present}"
+            )
+        b, (h, w), t = batch.batch_size, masks[spatial[0]].shape[1:3], batch.timestamps.shape[1]
+        inputs: dict[str, Tensor] = {}
+        vis: dict[str, Tensor] = {}
+        vals: dict[str, Tensor] = {}
+        s2 = next((m for m in ("sentinel2", "sentinel2_l2a") if m in present), None)
+        if s2 is not None:
+            for g, bands in S2_GROUPS.items():
+                self._take(batch, view, s2, bands, g, inputs, vis, vals)
+            if self.include_ndvi:
+                self._ndvi(batch, view, s2, inputs, vis, vals)
+        if "sentinel1" in present:
+            self._take(batch, view, "sentinel1", ("vv", "vh"), "S1", inputs, vis, vals)
+        if "srtm" in present:
+            self._srtm(batch, view, inputs, vis, vals)
+        if "worldcover" in present:
+            self._worldcover(batch, view, inputs, vis, vals)
+        if "worldcereal" in present:
+            self._worldcereal(batch, view, inputs, vis, vals)
+        if "era5" in present:
+            self._take(batch, view, "era5", ERA5_BANDS, "ERA5", inputs, vis, vals)
+            for d in (inputs, vis, vals):
+                d["ERA5"] = d["ERA5"][:, 0, 0]  # non-spatial: [B, 1, 1, T, ...] -> [B, T, ...]
+        if self.include_latlon:
+            self._location(batch, inputs, vis, vals)
+        month = batch.timestamps[..., 1].long() - 1
+        months = torch.where((month >= 0) & (month < 12), month, DEFAULT_MONTH)
+        tokens = self.encode_groups(inputs, vis, months, batch.patch_size)
+        return self._pack(tokens, vis, vals, b, h, w, t)
+
+    def _take(
+        self,
+        batch: MaskedBatch,
+        view: int,
+        modality: str,
+        bands: tuple[str, ...],
+        group: str,
+        inputs: dict[str, Tensor],
+        vis: dict[str, Tensor],
+        vals: dict[str, Tensor],
+    ) -> None:
+        """Copy `bands` of `modality` into `group`, zeroed outside visible tokens."""
+        spec = get_modality(modality)
+        v, val = band_visibility(batch, view, modality, bands)
+        x = batch.data[modality][..., [spec.band_index(bd) for bd in bands]]
+        x = torch.where(to_pixels(v, x.shape[1], x.shape[2])[..., None], x, 0.0)
+        if spec.is_multitemporal:
+            inputs[group], vis[group], vals[group] = x, v, val
+        else:  # static: drop the length-1 time axis
+            inputs[group], vis[group], vals[group] = x[:, :, :, 0], v[..., 0], val[..., 0]
+
+    def _raw(self, modality: str, x: Tensor, band: str) -> Tensor:
+        """Undo `self.normalizer` for one band."""
+        a, bb = self.normalizer.bounds(modality)
+        i = get_modality(modality).band_index(band)
+        return x * float(bb[i] - a[i]) + float(a[i])
+
+    def _ndvi(
+        self, batch: MaskedBatch, view: int, s2: str, inputs: Groups, vis: Groups, vals: Groups
+    ) -> None:
+        v, val = band_visibility(batch, view, s2, ("B04", "B08"))
+        spec, x = get_modality(s2), batch.data[s2]
+        red = self._raw(s2, x[..., spec.band_index("B04")], "B04")
+        nir = self._raw(s2, x[..., spec.band_index("B08")], "B08")
+        total = nir + red
+        ndvi = torch.where(total > 0, (nir - red) / total.where(total > 0, 1.0), 0.0)
+        pix = to_pixels(v, x.shape[1], x.shape[2])
+        inputs["NDVI"], vis["NDVI"], vals["NDVI"] = torch.where(pix, ndvi, 0.0)[..., None], v, val
+
+    def _srtm(
+        self, batch: MaskedBatch, view: int, inputs: Groups, vis: Groups, vals: Groups
+    ) -> None:
+        self._take(batch, view, "srtm", ("srtm",), "SRTM", inputs, vis, vals)
+        elev = inputs["SRTM"]  # [B, H, W, 1], normalized
+        raw = self._raw("srtm", elev[..., 0], "srtm")
+        padded = F.pad(raw[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+        dz_dy = (padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]) / (2 * 10.0)
+        dz_dx = (padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]) / (2 * 10.0)
+        slope = torch.rad2deg(torch.atan(torch.sqrt(dz_dx**2 + dz_dy**2)))
+        mean, std = self.slope_stats
+        slope = (slope - (mean - 2 * std)) / (4 * std)
+        pix = to_pixels(vis["SRTM"], elev.shape[1], elev.shape[2])
+        inputs["SRTM"] = torch.cat([elev, torch.where(pix, slope, 0.0)[..., None]], dim=-1)
+
+    def _worldcover(
+        self, batch: MaskedBatch, view: int, inputs: Groups, vis: Groups, vals: Groups
+    ) -> None:
+        v, val = band_visibility(batch, view, "worldcover", ("B1",))
+        code = batch.data["worldcover"][:, :, :, 0, 0].round().long()  # identity-normalized
+        lut = torch.full((256,), -1, dtype=torch.long, device=code.device)
+        for wc_code, dw in WORLDCOVER_TO_DW.items():
+            lut[wc_code] = DW_CLASSES.index(dw)
+        idx = lut[code.clamp(0, 255)]
+        ok = idx >= 0  # codes outside 0..255 clamp onto unmapped entries
+        tok_ok = _all_in_tokens(ok, v.shape[1], v.shape[2])
+        v = v[..., 0] & tok_ok
+        val = torch.where(tok_ok, val[..., 0], int(MaskValue.MISSING)).to(torch.int8)
+        pix = to_pixels(v, code.shape[1], code.shape[2]) & ok
+        onehot = F.one_hot(idx.clamp(min=0), len(DW_CLASSES)).to(batch.data["worldcover"].dtype)
+        inputs["DW"], vis["DW"], vals["DW"] = onehot * pix[..., None], v, val
+        self._static_mean("DW", inputs["DW"], pix, inputs, vis, vals)
+
+    def _worldcereal(
+        self, batch: MaskedBatch, view: int, inputs: Groups, vis: Groups, vals: Groups
+    ) -> None:
+        spec = get_modality("worldcereal")
+        v, val = band_visibility(batch, view, "worldcereal", spec.band_order)
+        x = batch.data["worldcereal"][:, :, :, 0]  # normalized to value / 100
+        cols = [
+            torch.stack([x[..., spec.band_index(bd)] for bd in src], -1).amax(-1)
+            for src in WORLDCEREAL_TO_WC.values()
+        ]
+        pix = to_pixels(v[..., 0], x.shape[1], x.shape[2])
+        inputs["WC"] = torch.where(pix[..., None], torch.stack(cols, -1), 0.0)
+        vis["WC"], vals["WC"] = v[..., 0], val[..., 0]
+        self._static_mean("WC", inputs["WC"], pix, inputs, vis, vals)
+
+    @staticmethod
+    def _static_mean(
+        group: str, x: Tensor, pix: Tensor, inputs: Groups, vis: Groups, vals: Groups
+    ) -> None:
+        """Tile-mean of a space group's visible pixels as its static twin (e.g. DW_static)."""
+        n = pix.flatten(1).sum(1)
+        mean = (x * pix[..., None]).flatten(1, 2).sum(1) / n.clamp(min=1)[:, None]
+        ok = n > 0
+        inputs[f"{group}_static"], vis[f"{group}_static"] = mean, ok
+        vals[f"{group}_static"] = torch.where(ok, 0, int(MaskValue.MISSING)).to(torch.int8)
+
+    @staticmethod
+    def _location(batch: MaskedBatch, inputs: Groups, vis: Groups, vals: Groups) -> None:
+        lat, lon = (torch.deg2rad(batch.latlon[:, i].float()) for i in (0, 1))
+        xyz = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=-1)
+        ok = (batch.latlon[:, 0].abs() <= 90) & (batch.latlon[:, 1].abs() <= 180)
+        inputs["location"], vis["location"] = torch.where(ok[:, None], xyz, 0.0), ok
+        vals["location"] = torch.where(ok, 0, int(MaskValue.MISSING)).to(torch.int8)
+
+    def _pack(
+        self, tokens: Groups, vis: Groups, vals: Groups, b: int, h: int, w: int, t: int
+    ) -> TokensAndMasks:
+        """Stack groups into the four family outputs in the Helios [B, h, w, T, S, D] layout."""
+        shapes = {
+            "space_time": (b, h, w, t),
+            "space": (b, h, w, 1),
+            "time": (b, 1, 1, t),
+            "static": (b, 1, 1, 1),
+        }
+        out_t: dict[str, Tensor] = {}
+        out_m: dict[str, Tensor] = {}
+        ref = next(iter(tokens.values()))
+        for fam, groups in FAMILIES.items():
+            if not any(g in tokens for g in groups):
+                continue
+            shape = shapes[fam]
+            toks, ms = [], []
+            for g in groups:
+                if g in tokens:
+                    toks.append(tokens[g].reshape(*shape, self.embed_dim))
+                    ms.append(hidden_mask_value(vals[g], vis[g]).reshape(shape))
+                else:
+                    toks.append(ref.new_zeros(*shape, self.embed_dim))
+                    ms.append(
+                        torch.full(
+                            shape, int(MaskValue.MISSING), dtype=torch.int8, device=ref.device
+                        )
+                    )
+            out_t[f"galileo_{fam}"] = torch.stack(toks, dim=-2)
+            out_m[f"galileo_{fam}"] = torch.stack(ms, dim=-1)
+        return TokensAndMasks(out_t, out_m)
+
+
+def _all_in_tokens(ok: Tensor, h: int, w: int) -> Tensor:
+    """[B, H, W] bool -> [B, h, w]: True where every pixel of the token is True."""
+    b, hh, ww = ok.shape
+    return ok.reshape(b, h, hh // h, w, ww // w).all(dim=4).all(dim=2)
+
+
+def _size_of(enc: Mapping[str, Any], source: str) -> GalileoSize:
+    """The preset matching a config's encoder dimensions."""
+    for name, arch in GALILEO_SIZES.items():
+        if (enc.get("embedding_size"), enc.get("depth"), enc.get("num_heads")) == (
+            arch.embedding_size,
+            arch.depth,
+            arch.num_heads,
+        ):
+            return name  # type: ignore[return-value]
+    raise ValueError(f"{source}: encoder {dict(enc)} matches no Galileo size {list(GALILEO_SIZES)}")
+
+
+__all__ = [
+    "GalileoArch",
+    "GalileoEncoder",
+    "TOKEN_GROUPS",
+    "WORLDCOVER_TO_DW",
+    "galileo_norm_stats",
+]

@@ -1,0 +1,120 @@
+"""`helios sweep FILE [--dry-run] [--defaults-only] [--jobs N]` and `helios sweep report DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from helios.sweep.grid import Sweep, SweepRun, write_run_configs
+from helios.sweep.report import RESULTS, write_report
+
+
+def add_sweep_commands(groups: Any) -> None:
+    """Register `helios sweep`."""
+    p = groups.add_parser(
+        "sweep",
+        help="expand an eval grid into runs and execute them, or report on a sweep folder",
+        description="helios sweep eval.yaml [--dry-run] [--defaults-only] [--jobs N]  |  "
+        "helios sweep report SWEEP_DIR",
+    )
+    p.add_argument("target", help="a sweep YAML, or `report`")
+    p.add_argument("directory", nargs="?", help="with `report`: the sweep folder")
+    p.add_argument("--dry-run", action="store_true", help="write configs and print commands only")
+    p.add_argument("--defaults-only", action="store_true", help="one setting per task and protocol")
+    p.add_argument("--jobs", type=int, default=1, help="runs to execute in parallel")
+    p.add_argument(
+        "--beaker",
+        action="store_true",
+        help="hand the runs to the Beaker launcher (one task each) instead of running locally",
+    )
+    p.add_argument("--beaker-args", default="", help="extra `helios launch beaker` flags, quoted")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _run_one(run: SweepRun) -> tuple[str, int]:
+    log = run.config_path.parent / "log.txt"
+    with log.open("w") as fh:
+        proc = subprocess.run(run.command, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    return run.run_id, proc.returncode
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    if args.target == "report":
+        if not args.directory:
+            raise ValueError("usage: helios sweep report SWEEP_DIR")
+        paths = write_report(args.directory)
+        print(paths["markdown"].read_text())
+        print("\n".join(f"wrote {p}" for p in paths.values()))
+        return 0
+    sweep = Sweep.load(args.target)
+    runs = sweep.expand(defaults_only=args.defaults_only)
+    commands = write_run_configs(runs, sweep)
+    done = [r for r in runs if (r.config_path.parent / RESULTS).exists()]
+    todo = [r for r in runs if r not in done]
+    print(
+        f"# sweep {sweep.name}: {len(runs)} runs ({len(done)} finished), configs in {sweep.output}"
+    )
+    for run in runs:
+        mark = "done" if run in done else "todo"
+        print(f"{run.shell}  # {mark}")
+    print(f"# commands written to {commands}")
+    if args.beaker:
+        return _to_beaker(todo, sweep, args.beaker_args, dry_run=args.dry_run) if todo else 0
+    if args.dry_run or not todo:
+        return 0
+    failed = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for run_id, code in pool.map(_run_one, todo):
+            status = (
+                "ok"
+                if code == 0
+                else f"failed ({code}), see {sweep.output / 'runs' / run_id / 'log.txt'}"
+            )
+            print(f"{run_id}: {status}", flush=True)
+            if code:
+                failed.append(run_id)
+    try:
+        print(write_report(sweep.output)["markdown"].read_text())
+    except ValueError as err:
+        print(f"no report: {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _to_beaker(runs: list[SweepRun], sweep: Sweep, extra: str, dry_run: bool = False) -> int:
+    """One Beaker experiment, one task per run; configs travel inline (the job has no sweep dir)."""
+    import dataclasses
+    import json
+    import shlex
+
+    from helios.cli import build_parser
+    from helios.launch.beaker import LaunchError
+    from helios.launch.beaker import dry_run as beaker_dry_run
+    from helios.launch.beaker import launch as beaker_launch
+    from helios.launch.cli import overrides_from_args
+    from helios.launch.config import LaunchConfigError, resolve_config
+    from helios.launch.git import GitStateError, check_launchable, read_git_state
+
+    name = f"sweep-{sweep.name}"
+    args = build_parser().parse_args(
+        ["launch", "beaker", "--name", name, *shlex.split(extra), "--", "true"]
+    )
+    tasks = {}
+    for run in runs:
+        inline = json.dumps(dataclasses.asdict(run.config), default=str)
+        tasks[run.run_id[:100]] = ["helios", "eval", "run", "--config", inline, "--no-progress"]
+    try:
+        config = resolve_config(name, overrides_from_args(args), config_path=args.config_file)
+        git = read_git_state(Path.cwd())
+        check_launchable(git, allow_dirty=args.allow_dirty, allow_unpushed=args.allow_unpushed)
+        if dry_run or args.dry_run:
+            beaker_dry_run(config, tasks, git, sys.stdout)
+        else:
+            beaker_launch(config, tasks, git, sys.stdout)
+    except (LaunchConfigError, GitStateError, LaunchError) as err:
+        print(f"helios: error: {err}", file=sys.stderr)
+        return 2
+    return 0

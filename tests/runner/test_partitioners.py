@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from shapely.geometry import Point, box
+
+from helios.runner.geometry import (
+    Projection,
+    RequestFeature,
+    WindowSpec,
+    reproject_geometry,
+    utm_crs,
+)
+from helios.runner.partitioners import (
+    BUILTIN_PARTITIONERS,
+    FixedWindowPartitioner,
+    GridPartitioner,
+    NoopPartitioner,
+    Partition,
+    ReprojectionPartitioner,
+)
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T1 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+
+
+def utm_feature(x0: float, y0: float, x1: float, y1: float, crs: str = "EPSG:32618"):
+    """A request over a projected box."""
+    return RequestFeature(reproject_geometry(box(x0, y0, x1, y1), crs, "EPSG:4326"), T0, T1)
+
+
+def lonlat_feature(x0: float, y0: float, x1: float, y1: float, **props):
+    return RequestFeature(box(x0, y0, x1, y1), T0, T1, props)
+
+
+def test_utm_zone_choice():
+    assert utm_crs(-75.6, 37.7) == "EPSG:32618"
+    assert utm_crs(-78.01, 38.0) == "EPSG:32617"
+    assert utm_crs(-77.99, 38.0) == "EPSG:32618"
+    assert utm_crs(151.2, -33.9) == "EPSG:32756"  # Sydney, southern hemisphere
+    assert utm_crs(180.0, 0.0) == "EPSG:32660"
+    assert utm_crs(-180.0, 0.0) == "EPSG:32601"
+
+
+def test_grid_windows_align_to_multiples_of_grid_size():
+    f = utm_feature(440700, 4173660, 441340, 4174300)  # 64 x 64 px, not aligned
+    specs = GridPartitioner(grid_size=32).prepare_window_geometries(Partition([f]))
+    assert len(specs) == 9  # the request straddles 3 cells each way
+    for s in specs:
+        assert s.projection.crs == "EPSG:32618" and s.projection.x_resolution == 10.0
+        assert (s.width, s.height) == (32, 32)
+        assert s.pixel_bounds[0] % 32 == 0 and s.pixel_bounds[1] % 32 == 0
+    assert len({s.name for s in specs}) == 9
+
+
+def test_grid_overlap_grows_windows_on_every_side():
+    f = utm_feature(440700, 4173660, 441340, 4174300)
+    plain = GridPartitioner(grid_size=32).prepare_window_geometries(Partition([f]))
+    over = GridPartitioner(grid_size=32, overlap_size=4).prepare_window_geometries(Partition([f]))
+    assert len(over) == len(plain)
+    for p, o in zip(plain, over):
+        assert (o.width, o.height) == (40, 40)
+        assert o.pixel_bounds == (
+            p.pixel_bounds[0] - 4,
+            p.pixel_bounds[1] - 4,
+            p.pixel_bounds[2] + 4,
+            p.pixel_bounds[3] + 4,
+        )
+
+
+def test_grid_clip_shrinks_windows_to_the_geometry():
+    f = utm_feature(440700, 4173660, 441340, 4174300)
+    specs = GridPartitioner(grid_size=32, clip=True).prepare_window_geometries(Partition([f]))
+    assert len(specs) == 9
+    c0, c1 = 440700 / 10, 441340 / 10
+    assert min(s.pixel_bounds[0] for s in specs) == c0
+    assert max(s.pixel_bounds[2] for s in specs) == c1
+    assert sum(s.width * s.height for s in specs) == 64 * 64  # clipped cells tile the request
+
+
+def test_grid_request_level_in_degrees():
+    f = lonlat_feature(-75.64, 37.61, -75.56, 37.69, name="a")
+    parts = GridPartitioner(grid_size=0.05).partition_request_geometry([f])
+    assert len(parts) == 4
+    for p in parts:
+        (feat,) = p.features
+        assert feat.properties == {"name": "a"} and feat.start_time == T0
+        minx, miny, _, _ = feat.geometry.bounds
+        assert abs(minx / 0.05 - round(minx / 0.05)) < 1e-6
+        assert abs(miny / 0.05 - round(miny / 0.05)) < 1e-6
+    clipped = GridPartitioner(grid_size=0.05, clip=True).partition_request_geometry([f])
+    assert sum(p.features[0].geometry.area for p in clipped) == pytest.approx(f.geometry.area)
+    assert len({p.id for p in parts}) == 4
+
+
+def test_grid_request_level_in_metres():
+    f = utm_feature(440500, 4172500, 442500, 4174500)  # 2 x 2 km
+    parts = GridPartitioner(grid_size=1000, request_units="metres").partition_request_geometry([f])
+    assert len(parts) == 9  # offset by 500 m: 3 x 3 cells of 1 km
+    cell = reproject_geometry(parts[0].features[0].geometry, "EPSG:4326", "EPSG:32618")
+    assert cell.bounds[0] == pytest.approx(round(cell.bounds[0], -3), abs=0.01)
+
+
+def test_request_spanning_two_utm_zones():
+    f = lonlat_feature(-78.02, 37.99, -77.98, 38.01)
+    one = NoopPartitioner().prepare_window_geometries(Partition([f]))
+    assert [s.projection.crs for s in one] == ["EPSG:32618"]  # centroid at -78.0 is zone 18
+    grid = GridPartitioner(grid_size=0.02)
+    window_grid = GridPartitioner(grid_size=64)
+    crs = set()
+    for part in grid.partition_request_geometry([f]):
+        for s in window_grid.prepare_window_geometries(part):
+            crs.add(s.projection.crs)
+    assert crs == {"EPSG:32617", "EPSG:32618"}
+
+
+def test_output_projection_and_use_utm():
+    f = utm_feature(440700, 4173660, 441340, 4174300)
+    proj = Projection("EPSG:3857", 20, -20)
+    (s,) = NoopPartitioner(proj, use_utm=True).prepare_window_geometries(Partition([f]))
+    assert s.projection == Projection("EPSG:32618", 20, -20)
+    assert (s.width, s.height) == (32, 32)
+    (s,) = NoopPartitioner(proj).prepare_window_geometries(Partition([f]))
+    assert s.projection.crs == "EPSG:3857"
+
+
+def test_fixed_window_centres_on_the_centroid_and_limits():
+    feats = [utm_feature(440000 + 1000 * i, 4173000, 440100 + 1000 * i, 4173100) for i in range(3)]
+    part = Partition(feats)
+    specs = FixedWindowPartitioner(window_size=63).prepare_window_geometries(part)
+    assert len(specs) == 3
+    for f, s in zip(feats, specs):
+        assert (s.width, s.height) == (63, 63)
+        c = reproject_geometry(f.geometry.centroid, "EPSG:4326", "EPSG:32618")
+        x0, y0, x1, y1 = s.crs_bounds()
+        assert abs((x0 + x1) / 2 - c.x) <= 5 and abs((y0 + y1) / 2 - c.y) <= 5
+    limited = FixedWindowPartitioner(window_size=16, limit=2).prepare_window_geometries(part)
+    assert len(limited) == 2
+    with pytest.raises(ValueError, match="whole number"):
+        FixedWindowPartitioner(window_size=10.5)
+
+
+def test_noop_and_reprojection():
+    feats = [
+        utm_feature(440700, 4173660, 441340, 4174300),
+        utm_feature(441000, 4173000, 441005, 4173005),
+    ]
+    parts = NoopPartitioner().partition_request_geometry(feats)
+    assert len(parts) == 1 and parts[0].features == feats
+    specs = NoopPartitioner().prepare_window_geometries(parts[0])
+    assert [(s.width, s.height) for s in specs] == [(64, 64), (1, 1)]
+    assert ReprojectionPartitioner().prepare_window_geometries(parts[0]) == specs
+    with pytest.raises(NotImplementedError):
+        ReprojectionPartitioner().partition_request_geometry(feats)
+    with pytest.raises(NotImplementedError):
+        FixedWindowPartitioner(window_size=8).partition_request_geometry(feats)
+
+
+def test_point_requests():
+    f = RequestFeature(Point(-75.6, 37.7), T0, T1)
+    assert len(GridPartitioner(grid_size=16).prepare_window_geometries(Partition([f]))) == 1
+    (s,) = NoopPartitioner().prepare_window_geometries(Partition([f]))
+    assert (s.width, s.height) == (1, 1)
+
+
+def test_window_names_hash_geometry_and_time():
+    p = Projection("EPSG:32618", 10, -10)
+    a = WindowSpec(p, (0, 0, 8, 8), T0, T1)
+    assert a.name == WindowSpec(p, (0, 0, 8, 8), T0, T1, {"x": 1}).name
+    assert a.name != WindowSpec(p, (0, 0, 8, 9), T0, T1).name
+    assert a.name != WindowSpec(p, (0, 0, 8, 8), T0, T0.replace(month=2)).name
+
+
+@pytest.mark.parametrize("cls", BUILTIN_PARTITIONERS, ids=lambda c: c.__name__)
+def test_partitioner_contract(cls):
+    """Every built-in partitioner makes whole-pixel UTM windows, deterministically."""
+    args = {"window_size": 16} if cls is FixedWindowPartitioner else {}
+    if cls is GridPartitioner:
+        args = {"grid_size": 16}
+    feats = [
+        utm_feature(440700, 4173660, 441000, 4174000),
+        utm_feature(441500, 4173000, 441700, 4173200),
+    ]
+    part = Partition(feats)
+    first = cls(**args).prepare_window_geometries(part)
+    second = cls(**args).prepare_window_geometries(Partition(list(feats)))
+    assert first and [s.name for s in first] == [s.name for s in second]
+    for s in first:
+        assert isinstance(s, WindowSpec) and s.width > 0 and s.height > 0
+        assert s.projection.crs == "EPSG:32618"
+        assert all(isinstance(v, int) for v in s.pixel_bounds)
+        assert (s.start_time, s.end_time) == (T0, T1)
+    if cls.supports_request_partitioning:
+        parts = cls(
+            **({"grid_size": 0.01} if cls is GridPartitioner else args)
+        ).partition_request_geometry(feats)
+        assert parts and all(isinstance(p, Partition) for p in parts)

@@ -1,0 +1,123 @@
+"""Sweep expansion: exact runs, configs and shell-safe commands; report selection."""
+
+import json
+import shlex
+
+import pytest
+import yaml
+
+from helios.cli import main
+from helios.sweep.grid import Sweep, SweepError, write_run_configs
+from helios.sweep.report import best_rows, write_report
+
+GRID = """
+name: t
+output: {out}
+models:
+  - {{kind: helios, path: "runs/my run/encoder.pt", name: "mine; rm -rf /"}}
+tasks:
+  - {{name: demo-cloud-tiles, root: demo_data, protocols: [knn, linear_probe]}}
+grid:
+  lr: [0.001, 0.01]
+  pooling: [mean, max]
+defaults: {{lr: 0.01, pooling: mean}}
+settings: {{epochs: 3}}
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text(GRID.format(out=tmp_path / "out dir"))
+    return path
+
+
+def test_expansion_counts_and_ids_are_stable(sweep_file):
+    sweep = Sweep.load(sweep_file)
+    runs = sweep.expand()
+    # knn ignores lr: 2 poolings; linear probe: 2 lr x 2 poolings
+    assert len(runs) == 2 + 4
+    assert sorted(r.config.protocol for r in runs).count("knn") == 2
+    assert [r.run_id for r in runs] == [r.run_id for r in Sweep.load(sweep_file).expand()]
+    assert len({r.run_id for r in runs}) == len(runs)
+    knn = [r for r in runs if r.config.protocol == "knn"]
+    assert all("lr=" not in r.run_id for r in knn)
+    defaults = sweep.expand(defaults_only=True)
+    assert [(r.config.protocol, r.config.lr, r.config.pooling) for r in defaults] == [
+        ("knn", 0.001, "mean"),  # lr is ignored by knn, so the dataclass default stays
+        ("linear_probe", 0.01, "mean"),
+    ]
+    assert all(r.config.epochs == 3 for r in runs if r.config.protocol != "knn")
+
+
+def test_commands_are_exact_and_shell_safe(sweep_file, tmp_path):
+    sweep = Sweep.load(sweep_file)
+    runs = sweep.expand(defaults_only=True)
+    commands = write_run_configs(runs, sweep)
+    for run in runs:
+        assert run.command == [
+            "helios",
+            "eval",
+            "run",
+            "--config",
+            str(run.config_path),
+            "--no-progress",
+        ]
+        assert shlex.split(run.shell) == run.command  # spaces in the path survive quoting
+        cfg = yaml.safe_load(run.config_path.read_text())
+        assert cfg["model"]["path"] == "runs/my run/encoder.pt"
+        assert cfg["protocol"] == run.config.protocol
+        assert cfg["output"] == str(run.config_path.parent)
+    text = commands.read_text()
+    assert "rm -rf" not in text  # names go into ids as slugs, never raw into commands
+    assert text.count("helios eval run") == 2
+
+
+def test_cli_dry_run_writes_nothing_but_configs(sweep_file, tmp_path, capsys):
+    assert main(["sweep", str(sweep_file), "--dry-run", "--defaults-only"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("# todo") == 2
+    assert not list((tmp_path / "out dir").rglob("results.json"))
+
+
+def test_bad_sweeps_are_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "models: [{kind: helios, path: x}]\ntasks: [{name: demo-cloud-tiles, protocols: [svm]}]\n"
+    )
+    with pytest.raises(SweepError, match="bad.yaml.*svm"):
+        Sweep.load(bad)
+    bad.write_text("models: [{kind: helios}]\ntasks: [{name: t}]\ngrid: {learning_rate: [1]}\n")
+    with pytest.raises(SweepError, match="learning_rate"):
+        Sweep.load(bad)
+
+
+def _result(path, model, protocol, val, test, lr):
+    path.mkdir(parents=True)
+    payload = {
+        "model": model,
+        "task": "t",
+        "primary_metric": "accuracy",
+        "val": {"accuracy": val},
+        "test": {"accuracy": test},
+        "config": {"protocol": protocol, "lr": lr, "normalization": "model", "pooling": "mean"},
+    }
+    (path / "results.json").write_text(json.dumps(payload))
+
+
+def test_report_picks_best_validation_and_reports_its_test(tmp_path):
+    _result(tmp_path / "runs/a", "m1", "linear_probe", 0.7, 0.9, 0.1)
+    _result(tmp_path / "runs/b", "m1", "linear_probe", 0.8, 0.6, 0.01)
+    _result(tmp_path / "runs/c", "m2", "linear_probe", 0.5, 0.5, 0.01)
+    paths = write_report(tmp_path)
+    rows = best_rows(
+        [
+            json.loads(p.read_text()) | {"_path": str(p.parent)}
+            for p in tmp_path.rglob("results.json")
+        ]
+    )
+    m1 = next(r for r in rows if r["model"] == "m1")
+    assert (m1["val"], m1["test"], m1["lr"], m1["runs"]) == (0.8, 0.6, 0.01, 2)
+    assert paths["chart"].stat().st_size > 1000
+    assert "| m1 | t | linear_probe | accuracy | 0.8 | 0.6 |" in paths["markdown"].read_text()
+    assert paths["csv"].read_text().startswith("model,task,protocol")
