@@ -89,6 +89,8 @@ class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
         self.world_size = world_size
         self.epoch = 0
         self.skip_batches = 0
+        # Lightning calls `set_epoch` on `batch_sampler.sampler`, not on the batch sampler.
+        self.sampler = _EpochHook(self)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (Lightning calls this before each one)."""
@@ -110,12 +112,25 @@ class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
 
     def __iter__(self) -> Iterator[list[PlannedIndex]]:
         indices = self._rank_indices()
-        for b in range(self.skip_batches, len(self)):
+        # Skipping applies to the first iteration after a resume only; the loop may be left
+        # before the generator is exhausted, so reset it now.
+        skip, self.skip_batches = self.skip_batches, 0
+        for b in range(skip, len(self)):
             chunk = indices[b * self.batch_size : (b + 1) * self.batch_size]
             # The plan depends on the batch number, not the rank, so all ranks agree on shapes.
             plan = self.planner(np.random.default_rng([self.seed, self.epoch, b]))
             yield [(int(i), plan, k + self.rank * self.batch_size) for k, i in enumerate(chunk)]
-        self.skip_batches = 0
+
+
+class _EpochHook:
+    """Forwards `set_epoch` to a `PlannedBatchSampler`."""
+
+    def __init__(self, owner: PlannedBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the owning batch sampler."""
+        self.owner.set_epoch(epoch)
 
 
 class PlannedDataset(Dataset[dict[str, Any]]):
@@ -127,11 +142,15 @@ class PlannedDataset(Dataset[dict[str, Any]]):
         self.base = base
         self.transform = transform
         self.seed = seed
+        self.fixed_plan: BatchPlan | None = None
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, item: PlannedIndex) -> dict[str, Any]:
+    def __getitem__(self, item: PlannedIndex | int) -> dict[str, Any]:
+        if isinstance(item, (int, np.integer)):  # plain indices: the fixed predict plan
+            assert self.fixed_plan is not None
+            item = (int(item), self.fixed_plan, int(item))
         index, plan, position = item
         rng = np.random.default_rng([plan.seed, position])
         out = self.transform(self.base[index], plan, rng)
@@ -198,7 +217,7 @@ class PretrainDataModule(L.LightningDataModule):
 
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["masking"])
+        self.save_hyperparameters(ignore=["masking", "modalities"])  # the model logs modalities
         self.h5_dir = h5_dir
         self.modalities = modalities
         self.batch_size = batch_size
@@ -270,22 +289,21 @@ class PretrainDataModule(L.LightningDataModule):
         return BatchPlan(patch, self.sample_size // patch, self.max_timesteps, seed=0)
 
     def _loader(
-        self, subset: np.ndarray, shuffle: bool, seed: int, predict: bool = False
+        self, subset: np.ndarray, shuffle: bool, seed: int
     ) -> tuple[DataLoader, PlannedBatchSampler]:
         self.setup()
         assert self._base is not None and self.modalities is not None
         base = H5SampleDataset.__new__(H5SampleDataset)
         base.__dict__.update(self._base.__dict__)
         base.positions = self._base.positions[subset]
-        masking = NoMasking() if predict else self.masking
-        views = 1 if predict else self.num_views
-        transform = PretrainSampleTransform(self.modalities, self.normalizer, masking, views)
+        transform = PretrainSampleTransform(
+            self.modalities, self.normalizer, self.masking, self.num_views
+        )
         rank, world = self._rank_world()
-        planner = self._predict_plan if predict else self._planner
         sampler = PlannedBatchSampler(
             len(base),
             self.batch_size,
-            planner,
+            self._planner,
             seed=seed,
             shuffle=shuffle,
             drop_last=shuffle,
@@ -335,13 +353,24 @@ class PretrainDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
-        """Every sample, whole and unmasked, in order (for embeddings)."""
+        """Every sample, whole and unmasked, in order (for embeddings).
+
+        A plain DataLoader (one fixed plan), so Lightning's predict loop can wrap its sampler.
+        """
         self.setup()
-        assert self._base is not None
-        loader, _ = self._loader(
-            np.arange(len(self._base)), shuffle=False, seed=self.seed, predict=True
+        assert self._base is not None and self.modalities is not None
+        transform = PretrainSampleTransform(
+            self.modalities, self.normalizer, NoMasking(), 1, center_crop=True
         )
-        return loader
+        dataset = PlannedDataset(self._base, transform, self.seed)
+        dataset.fixed_plan = self._predict_plan(np.random.default_rng(0))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=collate_masked,
+            num_workers=self.num_workers,
+        )
 
     # -- resume ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -1,0 +1,117 @@
+"""`helios fit | validate | test | predict`: LightningCLI around `LatentMIM` and the data modules.
+
+Configs compose with repeated `--config` (base + model size + data + trainer deltas). Every run
+lives in a run folder (`trainer.default_root_dir`, or `$HELIOS_RUN_DIR` when set), which holds
+the resolved config, `checkpoints/` and, after fit, `encoder.pt`. A `fit` whose run folder already
+holds `checkpoints/last.ckpt` resumes from it by itself, so a preempted job that is simply
+restarted continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import helios.data.masking  # noqa: F401  (short class names resolve for masking strategies)
+from helios.data.datamodule import PretrainDataModule
+from helios.train.callbacks import ExportEncoder, RNGStateCallback, ThroughputMonitor
+from helios.train.pretrain import LatentMIM
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """The run folder's `checkpoints/last.ckpt`, written every `--checkpoint_every` steps."""
+
+
+def run_dir_default() -> str:
+    """The run folder: `$HELIOS_RUN_DIR` if set, else `runs/default`."""
+    return os.environ.get("HELIOS_RUN_DIR", "runs/default")
+
+
+def find_last_checkpoint(run_dir: Path | str) -> Path | None:
+    """`<run_dir>/checkpoints/last.ckpt` if a previous attempt left one."""
+    path = Path(run_dir) / "checkpoints" / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def _resolved_modalities(datamodule: PretrainDataModule) -> list[str]:
+    datamodule.setup("fit")
+    assert datamodule.modalities is not None
+    return list(datamodule.modalities)
+
+
+class HeliosCLI(LightningCLI):
+    """LightningCLI with Helios's run-folder conventions and default callbacks."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link the data's modalities into the model; add the checkpoint interval."""
+        parser.add_argument(
+            "--checkpoint_every",
+            type=int,
+            default=100,
+            help="save <run dir>/checkpoints/last.ckpt every N optimizer steps (resume point)",
+        )
+        parser.link_arguments(
+            "data",
+            "model.init_args.modalities",
+            compute_fn=_resolved_modalities,
+            apply_on="instantiate",
+        )
+
+    def before_fit(self) -> None:
+        """Point checkpoints at the run folder and resume from its last checkpoint."""
+        run_dir = Path(self.trainer.default_root_dir)
+        cfg = self.config_init[self.subcommand]
+        for cb in self.trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(cb, ResumeCheckpoint):
+                cb.dirpath = str(run_dir / "checkpoints")
+                cb._every_n_train_steps = int(cfg.get("checkpoint_every") or 100)
+        if cfg.get("ckpt_path") is None:
+            last = find_last_checkpoint(run_dir)
+            if last is not None:
+                print(f"helios: resuming from {last}")
+                cfg["ckpt_path"] = str(last)
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """Defaults every run gets unless its config says otherwise."""
+    return {
+        "default_root_dir": run_dir_default(),
+        "use_distributed_sampler": False,  # PlannedBatchSampler shards by rank itself
+        "callbacks": [
+            ResumeCheckpoint(save_last=True, every_n_train_steps=100, save_top_k=0),
+            ThroughputMonitor(),
+            RNGStateCallback(),
+            ExportEncoder(),
+        ],
+    }
+
+
+def run_lightning(args: Sequence[str]) -> int:
+    """Run a LightningCLI subcommand; `args` as typed after `helios`, e.g. ["fit", ...]."""
+    args = list(args)
+    HeliosCLI(
+        model_class=L.LightningModule,
+        datamodule_class=L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        # From the console script, let Lightning read sys.argv itself (its DDP launcher re-runs
+        # it); from Python, pass the arguments explicitly.
+        args=None if args == sys.argv[1:] else args,
+        auto_configure_optimizers=False,
+    )
+    return 0
+
+
+__all__ = ["LIGHTNING_COMMANDS", "HeliosCLI", "LatentMIM", "PretrainDataModule", "run_lightning"]

@@ -1,0 +1,241 @@
+"""`helios fit | validate | test | predict` end to end on small data: configs, export, exact
+resume of a preempted run, and two-process DDP on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helios.cli import main
+from helios.data.synthetic import make_synthetic_dataset
+from helios.train.export import load_encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+MODS = ("sentinel2_l2a", "sentinel1", "srtm")
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("syn"), 24, size=32, num_timesteps=3, modalities=MODS, seed=1
+    )
+
+
+def _tiny(tmp_path: Path, syn, **extra) -> Path:
+    """A config delta: tiny model, synthetic data, CPU, a probe callback."""
+    cfg = {
+        "model": {
+            "init_args": {
+                "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 4},
+                "predictor_depth": 1,
+                "warmup_steps": 2,
+            }
+        },
+        "data": {
+            "init_args": {
+                "h5_dir": str(syn.root),
+                "norm_stats": None,
+                "batch_size": 4,
+                "crop_tokens": [2, 4],
+                "patch_sizes": [2, 4, 8],
+                "val_samples": 4,
+                "num_workers": 0,
+            }
+        },
+        "trainer": {
+            "logger": False,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+            "devices": 1,
+            "callbacks": [
+                {"class_path": "tests.train.probe.LossRecorder"},
+                {"class_path": "tests.train.probe.KillAt"},
+            ],
+        },
+    }
+    for key, value in extra.items():
+        cfg["trainer"][key] = value
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _fit(run_dir: Path, tiny: Path, *args: str) -> None:
+    argv = [
+        "fit",
+        "--config",
+        str(CONFIGS / "latent_mim.yaml"),
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        *args,
+    ]
+    assert main(argv) == 0
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    data = json.loads((run_dir / "probe_rank0.json").read_text())
+    return {int(k): v for k, v in data["losses"].items()}
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        ["model/nano.yaml"],
+        ["model/tiny.yaml"],
+        ["model/small.yaml"],
+        ["model/base.yaml"],
+        ["model/large.yaml"],
+        ["trainer/gpu.yaml"],
+        ["trainer/ddp.yaml"],
+        ["trainer/fsdp.yaml"],
+        ["trainer/cpu_ddp.yaml"],
+        ["trainer/smoke.yaml"],
+        ["data/pretraining.yaml", "model/base.yaml", "trainer/ddp.yaml"],
+    ],
+)
+def test_every_shipped_config_parses(deltas, capsys):
+    argv = ["fit", "--config", str(CONFIGS / "latent_mim.yaml")]
+    for d in deltas:
+        argv += ["--config", str(CONFIGS / d)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "helios.train.pretrain.LatentMIM"
+    if "model/base.yaml" in deltas:
+        assert printed["model"]["init_args"]["encoder"]["embed_dim"] == 768
+
+
+def test_all_shipped_yaml_files_are_covered():
+    shipped = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
+    covered = {
+        "latent_mim.yaml",
+        "model/nano.yaml",
+        "model/tiny.yaml",
+        "model/small.yaml",
+        "model/base.yaml",
+        "model/large.yaml",
+        "trainer/gpu.yaml",
+        "trainer/ddp.yaml",
+        "trainer/fsdp.yaml",
+        "trainer/cpu_ddp.yaml",
+        "trainer/smoke.yaml",
+        "data/pretraining.yaml",
+    }
+    sweeps = {s for s in shipped if s.startswith("sweeps/")}
+    assert shipped - sweeps == covered, "a new config needs a parse test"
+    from helios.sweep.grid import Sweep
+
+    for s in sweeps:
+        assert Sweep.load(CONFIGS / s).expand()
+
+
+def test_fit_exports_and_the_other_commands_run(tmp_path, syn):
+    run = tmp_path / "run"
+    tiny = _tiny(tmp_path, syn)
+    _fit(run, tiny, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3")
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "config.yaml").exists()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["init_args"]["h5_dir"] == str(syn.root)  # the resolved config of the run
+    exported = load_encoder(run / "encoder.pt")
+    assert exported.encoder.embed_dim == 32 and set(exported.modalities) == set(MODS)
+    assert exported.metadata["global_step"] == 3
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
+    base = [
+        "--config",
+        str(CONFIGS / "latent_mim.yaml"),
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(run),
+    ]
+    last = str(run / "checkpoints" / "last.ckpt")
+    for command in ("validate", "test"):
+        assert main([command, *base, "--ckpt_path", last]) == 0
+    assert main(["predict", *base, "--ckpt_path", last]) == 0
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    return dict(
+        os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **extra
+    )
+
+
+def test_killed_run_resumes_with_the_same_losses(tmp_path, syn):
+    tiny = _tiny(tmp_path, syn)
+    straight = tmp_path / "straight"
+    _fit(straight, tiny, "--trainer.max_steps", "7", "--checkpoint_every", "1")
+    resumed = tmp_path / "resumed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "helios.cli",
+        "fit",
+        "--config",
+        str(CONFIGS / "latent_mim.yaml"),
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(resumed),
+        "--trainer.max_steps",
+        "7",
+        "--checkpoint_every",
+        "1",
+    ]
+    # Killed hard after step 4 (before that step's checkpoint: the last one is from step 3).
+    proc = subprocess.run(
+        cmd,
+        env=_subprocess_env(HELIOS_TEST_KILL_AT="4"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    # The same command again, as a restarted job would run it: it finds last.ckpt by itself.
+    _fit(resumed, tiny, "--trainer.max_steps", "7", "--checkpoint_every", "1")
+    a, b = _losses(straight), _losses(resumed)
+    assert sorted(b) == [4, 5, 6, 7]  # steps 5-7 cross an epoch boundary (5 batches per epoch)
+    for step in sorted(b):
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_trains_and_ranks_agree(tmp_path, syn):
+    tiny = _tiny(tmp_path, syn)
+    run = tmp_path / "ddp"
+    env = _subprocess_env()
+    cmd = [
+        sys.executable,
+        "-m",
+        "helios.cli",
+        "fit",
+        "--config",
+        str(CONFIGS / "latent_mim.yaml"),
+        "--config",
+        str(tiny),
+        "--config",
+        str(CONFIGS / "trainer/cpu_ddp.yaml"),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.default_root_dir",
+        str(run),
+    ]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = json.loads((run / "probe_rank0.json").read_text())
+    r1 = json.loads((run / "probe_rank1.json").read_text())
+    assert r0["world_size"] == r1["world_size"] == 2
+    assert sorted(r0["losses"]) == ["1", "2"]
+    assert r0["checksum"] == pytest.approx(r1["checksum"], rel=1e-6)
