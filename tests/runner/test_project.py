@@ -129,7 +129,7 @@ def test_upstream_files_load_unchanged(project_dir, text):
     assert isinstance(p.window_preparer, GridPartitioner | FixedWindowPartitioner)
     if isinstance(p.window_preparer, FixedWindowPartitioner):
         assert p.window_preparer.window_size == 63
-        assert p.window_prep["group_name"] == "north_africa"
+        assert p.window_prep.group_name == "north_africa"
         assert p.inference_results_config.data_type == "VECTOR"
 
 

@@ -23,6 +23,8 @@ from helios.runner.geometry import RequestFeature, load_requests
 from helios.runner.partitioners import Partitioner
 from helios.runner.postprocessors import STAGES, Postprocessor, supports
 from helios.runner.strategies import StrategyError, resolve_strategy
+from helios.runner.window_prep.annotations import ANNOTATIONS_GEOJSON, TASKS_GEOJSON
+from helios.runner.window_prep.config import WindowPrep, parse_window_prep
 
 RUN_YAML = "olmoearth_run.yaml"
 DATASET_JSON = "dataset.json"
@@ -128,8 +130,8 @@ class Project:
     inference_results_config: InferenceResultsConfig | None
     dataset_config: DatasetConfig
     requests: list[RequestFeature]
-    window_prep: dict[str, Any] | None = None
-    """The fine-tuning `window_prep` section, kept as written (not used for prediction)."""
+    window_prep: WindowPrep | None = None
+    """The fine-tuning `window_prep` section, parsed (not used for prediction)."""
     raw_config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,7 +152,11 @@ def request_paths(path: Path) -> list[Path]:
 
 
 def load_project(
-    path: str | Path, *, require_requests: bool = True, check_imagery: bool = True
+    path: str | Path,
+    *,
+    require_requests: bool = True,
+    check_imagery: bool = True,
+    require_window_prep: bool = False,
 ) -> Project:
     """Load and validate a project folder.
 
@@ -159,6 +165,8 @@ def load_project(
         require_requests: Fail when prediction/ holds no request.
         check_imagery: Index the data sources and check each request overlaps imagery of
             every required layer in its time range.
+        require_window_prep: Fail unless labeled windows can be prepared (fine-tuning): a
+            complete `window_prep` section and both annotation files.
 
     Raises:
         ProjectError: listing every problem found (files, config, requests, imagery).
@@ -175,9 +183,10 @@ def load_project(
     partitioner, preparer = _partitioners(raw, problems)
     postprocessors = _postprocessors(raw, problems)
     results_config = _results_config(raw.get("inference_results_config"), problems)
-    window_prep = raw.get("window_prep")
-    if window_prep is not None and not isinstance(window_prep, dict):
-        problems.append(f"{RUN_YAML}: window_prep: expected a mapping")
+    window_prep, more = parse_window_prep(raw.get("window_prep"))
+    problems.extend(more)
+    if require_window_prep:
+        problems.extend(_window_prep_problems(path, window_prep, bool(more)))
     dataset_config = None
     if (path / DATASET_JSON).is_file():
         dataset_config, more = load_dataset_config(path / DATASET_JSON)
@@ -202,6 +211,16 @@ def load_project(
         window_prep=window_prep,
         raw_config=raw,
     )
+
+
+def _window_prep_problems(path: Path, prep: WindowPrep | None, invalid: bool) -> list[str]:
+    files = (TASKS_GEOJSON, ANNOTATIONS_GEOJSON)
+    out = [f"{name}: missing" for name in files if not (path / name).is_file()]
+    if prep is not None:
+        out.extend(prep.check())
+    elif not invalid:
+        out.append(f"{RUN_YAML}: window_prep: missing (needed to prepare labeled windows)")
+    return out
 
 
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:

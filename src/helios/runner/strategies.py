@@ -30,11 +30,17 @@ def builtin_classes() -> dict[str, type]:
     from helios.runner.partitioners import BUILTIN_PARTITIONERS
     from helios.runner.postprocessors import BUILTIN_POSTPROCESSORS, LinearValueTransform
     from helios.runner.sources import BUILTIN_SOURCES
+    from helios.runner.window_prep.preparers import BUILTIN_PREPARERS
+    from helios.runner.window_prep.samplers import BUILTIN_SAMPLERS
+    from helios.runner.window_prep.splitters import BUILTIN_SPLITTERS
 
     classes: list[type] = [
         *BUILTIN_PARTITIONERS,
         *BUILTIN_POSTPROCESSORS,
         *BUILTIN_SOURCES,
+        *BUILTIN_SAMPLERS,
+        *BUILTIN_PREPARERS,
+        *BUILTIN_SPLITTERS,
         Projection,
         LinearValueTransform,
     ]
