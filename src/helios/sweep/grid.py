@@ -5,7 +5,7 @@ name: demo
 output: sweeps/demo              # run folders, configs and commands go here
 models:
   - {kind: helios, path: runs/latent_mim_demo/encoder.pt, name: helios-demo}
-  - {kind: galileo, path: ../shared/fixtures/galileo_nano, name: galileo-nano}
+  - {kind: galileo, path: ../shared/fixtures/galileo_nano, name: galileo-nano, optional: true}
 tasks:
   - {name: demo-cloud-tiles, root: demo_data, protocols: [knn, linear_probe]}
 grid:                            # every combination is one run
@@ -16,6 +16,7 @@ defaults: {lr: 0.01, normalization: model, pooling: mean}   # --defaults-only
 settings: {epochs: 20, batch_size: 32}                      # the same for every run
 ```
 
+A model marked `optional: true` is left out (with a notice) when its weights are not on disk.
 Settings a protocol ignores are dropped before expanding (kNN has no learning rate), so no
 run is repeated. Run ids are readable and stable: the same grid always yields the same ids,
 config files and commands.
@@ -86,6 +87,8 @@ class Sweep:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    skipped_models: list[str] = field(default_factory=list)
+    """Optional models left out because their weights are absent."""
 
     @classmethod
     def load(cls, path: Path | str) -> Sweep:
@@ -99,12 +102,18 @@ class Sweep:
         unknown = set(raw) - {"name", "output", "models", "tasks", "grid", "defaults", "settings"}
         if unknown:
             raise SweepError(f"{path}: unknown keys {sorted(unknown)}")
-        models = []
+        models, skipped = [], []
         for i, m in enumerate(raw.get("models") or []):
+            m = dict(m)
+            optional = bool(m.pop("optional", False))
             try:
-                models.append(ModelSpec(**m))
+                spec = ModelSpec(**m)
             except TypeError as err:
                 raise SweepError(f"{path}: models[{i}]: {err}") from None
+            if optional and spec.path and not Path(spec.path).exists():
+                skipped.append(f"{spec.label} ({spec.path} not found)")
+                continue
+            models.append(spec)
         tasks = []
         for i, t in enumerate(raw.get("tasks") or []):
             t = dict(t)
@@ -135,6 +144,7 @@ class Sweep:
                     f"known: {sorted(_SETTING_FIELDS)}"
                 )
         return cls(
+            skipped_models=skipped,
             name=str(raw.get("name") or path.stem),
             output=Path(raw.get("output") or Path("sweeps") / path.stem),
             models=models,
