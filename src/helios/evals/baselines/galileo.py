@@ -6,6 +6,11 @@ How Helios modalities feed Galileo's channel groups (see docs/baselines.md):
   S2_Red_Edge (B05 B06 B07), S2_NIR_10m (B08), S2_NIR_20m (B8A), S2_SWIR (B11 B12); B01, B09 and
   B10 are unused. NDVI is masked by default, as in Galileo's own eval wrapper; with
   `include_ndvi` it is computed from B08 and B04 reflectances.
+- landsat (Landsat-8/9 OLI, only with `landsat_as_s2`, the default, and only for samples without
+  Sentinel-2 data) -> the same S2 groups by spectral correspondence, as HLS pairs the sensors:
+  B2 B3 B4 -> S2_RGB, B5 -> S2_NIR_10m and S2_NIR_20m, B6 B7 -> S2_SWIR (`LANDSAT_AS_S2`).
+  OLI has no red-edge bands, so S2_Red_Edge is masked for those samples; B1, the pan band B8,
+  cirrus B9 and thermal B10 B11 are unused.
 - sentinel1 (dB) -> S1 (VV VH).
 - srtm -> SRTM (elevation, and slope in degrees computed from it on the 10 m grid).
 - worldcover -> DW: Galileo's land-cover input is Dynamic World class probabilities, so WorldCover
@@ -15,7 +20,14 @@ How Helios modalities feed Galileo's channel groups (see docs/baselines.md):
 - `batch.latlon` -> location, with `include_latlon` (off by default, as in Galileo's eval).
 
 Galileo's WC group is WorldCereal (not WorldCover) and its LS group is LandScan population
-(not Landsat): landsat has no Galileo group, and TC, VIIRS and LS are always masked.
+(not Landsat): Galileo never saw Landsat, the adapter above is an approximation, and TC, VIIRS
+and LS are always masked.
+
+Galileo's own statistics are for Sentinel-2 L1C reflectance x 10000. For landsat the normalizer
+maps Level-1 digital numbers to top-of-atmosphere reflectance with the standard OLI rescaling
+(`LANDSAT_L1_REFLECTANCE`: 2e-5 DN - 0.1, no sun-angle correction) and then applies the stats of
+the corresponding S2 band. With Landsat the eval should rather use the benchmark's own
+statistics (`normalization: dataset`); see docs/baselines.md.
 
 Tokens come back under Galileo's four group families (`TOKEN_GROUPS` lists the S axis):
 "galileo_space_time" [B, h, w, T, 7, D], "galileo_space" [B, h, w, 1, 3, D], "galileo_time"
@@ -68,6 +80,38 @@ S2_GROUPS: dict[str, tuple[str, ...]] = {
     "S2_SWIR": ("B11", "B12"),
 }
 _S2_GALILEO_ORDER = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+S2_OPTICAL = ("sentinel2", "sentinel2_l2a")
+"""Galileo's own optical modalities, L1C (what it was trained on) first."""
+LANDSAT_AS_S2: dict[str, str] = {
+    "B02": "B2",  # blue
+    "B03": "B3",  # green
+    "B04": "B4",  # red
+    "B08": "B5",  # NIR (OLI B5, 851-879 nm, is narrow like B8A; it feeds both NIR groups)
+    "B8A": "B5",
+    "B11": "B6",  # SWIR 1
+    "B12": "B7",  # SWIR 2
+}
+"""Sentinel-2 band -> the Landsat-8/9 OLI band fed in its place (HLS band correspondence).
+
+The red-edge bands B05 B06 B07 have no OLI counterpart: S2_Red_Edge stays masked."""
+LANDSAT_S2_GROUPS: dict[str, tuple[str, ...]] = {
+    g: tuple(LANDSAT_AS_S2[b] for b in bands)
+    for g, bands in S2_GROUPS.items()
+    if all(b in LANDSAT_AS_S2 for b in bands)
+}
+"""Galileo S2 group -> the landsat bands filling it, in the group's channel order."""
+LANDSAT_STATS_FROM: dict[str, str] = {
+    "B2": "B02",
+    "B3": "B03",
+    "B4": "B04",
+    "B5": "B08",
+    "B6": "B11",
+    "B7": "B12",
+}
+"""Landsat band -> the S2 band whose Galileo statistics normalize it (B5: the 10 m NIR B08)."""
+LANDSAT_L1_REFLECTANCE = (2.0e-5, -0.1)
+"""(gain, offset) from OLI Level-1 digital numbers to TOA reflectance (REFLECTANCE_MULT_BAND and
+REFLECTANCE_ADD_BAND of every L8/L9 Level-1 product, pre-collection, C1 and C2 alike)."""
 DW_CLASSES = (
     "water",
     "trees",
@@ -136,6 +180,9 @@ def galileo_norm_stats(payload: Mapping[str, Any]) -> tuple[NormStats, tuple[flo
 
     Galileo normalizes these bands with (x - (mean - 2 std)) / (4 std); DW probabilities are
     used as they are and WorldCereal is divided by 100, encoded here as identity stats.
+    Landsat bands get the stats of their S2 band (`LANDSAT_STATS_FROM`) carried back through
+    `LANDSAT_L1_REFLECTANCE`, so a Level-1 DN normalizes like the S2 value 10000 (gain DN +
+    offset); the Landsat bands Galileo does not read keep the registry's fixed range.
     """
     st, sp, t = (payload[k] for k in ("13", "16", "6"))
 
@@ -143,10 +190,16 @@ def galileo_norm_stats(payload: Mapping[str, Any]) -> tuple[NormStats, tuple[flo
         return BandStats(float(group["mean"][i]), float(group["std"][i]))
 
     s2 = {band: stat(st, 2 + i) for i, band in enumerate(_S2_GALILEO_ORDER)}
+    gain, offset = LANDSAT_L1_REFLECTANCE
+    landsat = {  # S2 value r = 10000 (gain DN + offset), so DN = (r / 10000 - offset) / gain
+        lb: BandStats((s2[sb].mean / 1e4 - offset) / gain, s2[sb].std / 1e4 / gain)
+        for lb, sb in LANDSAT_STATS_FROM.items()
+    }
     wc_bands = get_modality("worldcereal").band_order
     bands = {
         "sentinel2": dict(s2),
         "sentinel2_l2a": dict(s2),
+        "landsat": landsat,
         "sentinel1": {"vv": stat(st, 0), "vh": stat(st, 1)},
         "srtm": {"srtm": stat(sp, 0)},
         "era5": {ERA5_BANDS[0]: stat(t, 0), ERA5_BANDS[1]: stat(t, 1)},
@@ -162,9 +215,10 @@ class GalileoEncoder(GalileoNet, Encoder):
     The module's own parameters carry exactly the published `encoder.pt` keys.
     """
 
-    modalities = (
+    modalities: tuple[str, ...] = (
         "sentinel2",
         "sentinel2_l2a",
+        "landsat",
         "sentinel1",
         "srtm",
         "worldcover",
@@ -181,15 +235,21 @@ class GalileoEncoder(GalileoNet, Encoder):
         normalization: str | Path | None = None,
         include_ndvi: bool = False,
         include_latlon: bool = False,
+        landsat_as_s2: bool = True,
     ) -> None:
         """Build at `size`; load `weights` (a local `encoder.pt`) strictly if given.
 
         `normalization` is a Galileo normalization.json; by default the published statistics.
+        `landsat_as_s2` feeds Landsat OLI bands into the S2 groups for samples without
+        Sentinel-2 data (module docstring); without it `landsat` is not among `modalities`.
         """
         super().__init__(GALILEO_SIZES[size])
         self.size = size
         self.include_ndvi = include_ndvi
         self.include_latlon = include_latlon
+        self.landsat_as_s2 = landsat_as_s2
+        if not landsat_as_s2:
+            self.modalities = tuple(m for m in type(self).modalities if m != "landsat")
         payload: Mapping[str, Any] = PUBLISHED_NORMALIZATION
         if normalization is not None:
             payload = json.loads(Path(normalization).read_text())
@@ -203,7 +263,11 @@ class GalileoEncoder(GalileoNet, Encoder):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, include_ndvi: bool = False, include_latlon: bool = False
+        cls,
+        path: str | Path,
+        include_ndvi: bool = False,
+        include_latlon: bool = False,
+        landsat_as_s2: bool = True,
     ) -> GalileoEncoder:
         """Load a Galileo model folder (config.json, encoder.pt, optional normalization.json).
 
@@ -217,10 +281,20 @@ class GalileoEncoder(GalileoNet, Encoder):
             enc = json.loads((folder / "config.json").read_text())["model"]["encoder"]
             size = _size_of(enc, str(folder / "config.json"))
         norm = folder / "normalization.json"
-        return cls(weights, size, norm if norm.is_file() else None, include_ndvi, include_latlon)
+        norm_file = norm if norm.is_file() else None
+        return cls(weights, size, norm_file, include_ndvi, include_latlon, landsat_as_s2)
 
     def forward(self, batch: MaskedBatch, view: int = 0) -> TokensAndMasks:
         """Encode the ENCODER tokens of `batch.masks[view]` (see module docstring for keys)."""
+        b, h, w, t = self._grid(batch, view)
+        inputs, vis, vals = self.group_inputs(batch, view)
+        month = batch.timestamps[..., 1].long() - 1
+        months = torch.where((month >= 0) & (month < 12), month, DEFAULT_MONTH)
+        tokens = self.encode_groups(inputs, vis, months, batch.patch_size)
+        return self._pack(tokens, vis, vals, b, h, w, t)
+
+    def _grid(self, batch: MaskedBatch, view: int) -> tuple[int, int, int, int]:
+        """(B, h, w, T) of the token grid; raises when no spatial modality is present."""
         masks = batch.masks[view]
         present = [m for m in self.modalities if m in batch.data and m in masks]
         spatial = [m for m in present if get_modality(m).is_spatial]
@@ -228,16 +302,21 @@ class GalileoEncoder(GalileoNet, Encoder):
             raise ValueError(
                 f"Galileo needs a spatial modality of {self.modalities}, got {present}"
             )
-        b, (h, w), t = batch.batch_size, masks[spatial[0]].shape[1:3], batch.timestamps.shape[1]
+        h, w = masks[spatial[0]].shape[1:3]
+        return batch.batch_size, h, w, batch.timestamps.shape[1]
+
+    def group_inputs(self, batch: MaskedBatch, view: int = 0) -> tuple[Groups, Groups, Groups]:
+        """Galileo's group inputs, token visibility and token mask values for `batch`.
+
+        This is what `forward` hands to `encode_groups` (groups without input are absent).
+        """
+        self._grid(batch, view)
+        masks = batch.masks[view]
+        present = [m for m in self.modalities if m in batch.data and m in masks]
         inputs: dict[str, Tensor] = {}
         vis: dict[str, Tensor] = {}
         vals: dict[str, Tensor] = {}
-        s2 = next((m for m in ("sentinel2", "sentinel2_l2a") if m in present), None)
-        if s2 is not None:
-            for g, bands in S2_GROUPS.items():
-                self._take(batch, view, s2, bands, g, inputs, vis, vals)
-            if self.include_ndvi:
-                self._ndvi(batch, view, s2, inputs, vis, vals)
+        self._optical(batch, view, present, inputs, vis, vals)
         if "sentinel1" in present:
             self._take(batch, view, "sentinel1", ("vv", "vh"), "S1", inputs, vis, vals)
         if "srtm" in present:
@@ -252,10 +331,66 @@ class GalileoEncoder(GalileoNet, Encoder):
                 d["ERA5"] = d["ERA5"][:, 0, 0]  # non-spatial: [B, 1, 1, T, ...] -> [B, T, ...]
         if self.include_latlon:
             self._location(batch, inputs, vis, vals)
-        month = batch.timestamps[..., 1].long() - 1
-        months = torch.where((month >= 0) & (month < 12), month, DEFAULT_MONTH)
-        tokens = self.encode_groups(inputs, vis, months, batch.patch_size)
-        return self._pack(tokens, vis, vals, b, h, w, t)
+        return inputs, vis, vals
+
+    def _optical(
+        self,
+        batch: MaskedBatch,
+        view: int,
+        present: list[str],
+        inputs: Groups,
+        vis: Groups,
+        vals: Groups,
+    ) -> None:
+        """The S2 groups (and NDVI) from sentinel2 / sentinel2_l2a, else from landsat.
+
+        The choice is per sample: a sample uses Landsat only when none of its S2 group tokens
+        has data (all MISSING), e.g. the samples of a Landsat-only benchmark.
+        """
+        s2 = next((m for m in S2_OPTICAL if m in present), None)
+        use_landsat = self.landsat_as_s2 and "landsat" in present
+        sources = []
+        if s2 is not None:
+            sources.append(self._s2_groups(batch, view, s2, S2_GROUPS, "B04", "B08"))
+        if use_landsat:
+            sources.append(self._s2_groups(batch, view, "landsat", LANDSAT_S2_GROUPS, "B4", "B5"))
+        if len(sources) == 1:
+            for out, got in zip((inputs, vis, vals), sources[0]):
+                out.update(got)
+        if len(sources) < 2:
+            return
+        (s2_in, s2_vis, s2_vals), (l_in, l_vis, l_vals) = sources
+        has_s2 = torch.stack(
+            [(s2_vals[g] != MaskValue.MISSING).flatten(1).any(1) for g in S2_GROUPS], 1
+        ).any(1)
+        for g in s2_in:
+            if g in l_in:
+                li, lv, lm = l_in[g], l_vis[g], l_vals[g]
+            else:  # no Landsat counterpart (S2_Red_Edge): masked where Landsat stands in
+                li, lv = torch.zeros_like(s2_in[g]), torch.zeros_like(s2_vis[g])
+                lm = torch.full_like(s2_vals[g], int(MaskValue.MISSING))
+            inputs[g] = torch.where(_per_sample(has_s2, li), s2_in[g], li)
+            vis[g] = torch.where(_per_sample(has_s2, lv), s2_vis[g], lv)
+            vals[g] = torch.where(_per_sample(has_s2, lm), s2_vals[g], lm)
+
+    def _s2_groups(
+        self,
+        batch: MaskedBatch,
+        view: int,
+        modality: str,
+        groups: Mapping[str, tuple[str, ...]],
+        red: str,
+        nir: str,
+    ) -> tuple[Groups, Groups, Groups]:
+        """Fill Galileo's S2 `groups` from `modality` bands, plus NDVI with `include_ndvi`."""
+        inputs: dict[str, Tensor] = {}
+        vis: dict[str, Tensor] = {}
+        vals: dict[str, Tensor] = {}
+        for g, bands in groups.items():
+            self._take(batch, view, modality, bands, g, inputs, vis, vals)
+        if self.include_ndvi:
+            self._ndvi(batch, view, modality, red, nir, inputs, vis, vals)
+        return inputs, vis, vals
 
     def _take(
         self,
@@ -284,13 +419,29 @@ class GalileoEncoder(GalileoNet, Encoder):
         i = get_modality(modality).band_index(band)
         return x * float(bb[i] - a[i]) + float(a[i])
 
+    def _reflectance(self, modality: str, x: Tensor, band: str) -> Tensor:
+        """Raw values of one band on a reflectance scale (S2: x 10000; Landsat DN: rescaled)."""
+        raw = self._raw(modality, x, band)
+        if modality == "landsat":
+            gain, offset = LANDSAT_L1_REFLECTANCE
+            raw = raw * gain + offset
+        return raw
+
     def _ndvi(
-        self, batch: MaskedBatch, view: int, s2: str, inputs: Groups, vis: Groups, vals: Groups
+        self,
+        batch: MaskedBatch,
+        view: int,
+        modality: str,
+        red_band: str,
+        nir_band: str,
+        inputs: Groups,
+        vis: Groups,
+        vals: Groups,
     ) -> None:
-        v, val = band_visibility(batch, view, s2, ("B04", "B08"))
-        spec, x = get_modality(s2), batch.data[s2]
-        red = self._raw(s2, x[..., spec.band_index("B04")], "B04")
-        nir = self._raw(s2, x[..., spec.band_index("B08")], "B08")
+        v, val = band_visibility(batch, view, modality, (red_band, nir_band))
+        spec, x = get_modality(modality), batch.data[modality]
+        red = self._reflectance(modality, x[..., spec.band_index(red_band)], red_band)
+        nir = self._reflectance(modality, x[..., spec.band_index(nir_band)], nir_band)
         total = nir + red
         ndvi = torch.where(total > 0, (nir - red) / total.where(total > 0, 1.0), 0.0)
         pix = to_pixels(v, x.shape[1], x.shape[2])
@@ -397,6 +548,11 @@ class GalileoEncoder(GalileoNet, Encoder):
         return TokensAndMasks(out_t, out_m)
 
 
+def _per_sample(flag: Tensor, like: Tensor) -> Tensor:
+    """[B] -> [B, 1, ...] broadcastable against `like`."""
+    return flag.reshape(-1, *([1] * (like.ndim - 1)))
+
+
 def _all_in_tokens(ok: Tensor, h: int, w: int) -> Tensor:
     """[B, H, W] bool -> [B, h, w]: True where every pixel of the token is True."""
     b, hh, ww = ok.shape
@@ -416,6 +572,8 @@ def _size_of(enc: Mapping[str, Any], source: str) -> GalileoSize:
 
 
 __all__ = [
+    "LANDSAT_AS_S2",
+    "LANDSAT_L1_REFLECTANCE",
     "GalileoArch",
     "GalileoEncoder",
     "TOKEN_GROUPS",
