@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.helios-installed
 DEMO   ?= demo_data
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo demo-finetune test test-all lint format bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,19 @@ demo: $(STAMP)
 	$(BIN)/helios fit --config configs/latent_mim.yaml
 	$(BIN)/helios sweep configs/sweeps/demo.yaml --defaults-only --jobs 2
 
+# Cloud segmentation fine-tuned on the demo Landsat scene, predicted and scored
+# (examples/cloud_finetune, docs/finetune_results.md). Uses the demo-pretrained encoder
+# (`helios fit --config configs/latent_mim.yaml`) when it exists, else a random-init one.
+ENCODER ?= runs/latent_mim_demo/encoder.pt
+CLOUD   := $(DEMO)/cloud_finetune
+demo-finetune: $(STAMP)
+	$(BIN)/python examples/cloud_finetune/setup.py --demo $(DEMO) \
+		$(if $(wildcard $(ENCODER)),--encoder $(ENCODER),--random-encoder)
+	$(BIN)/helios run finetune $(CLOUD)/project --scratch $(CLOUD)/scratch
+	$(BIN)/helios run predict $(CLOUD)/project --scratch $(CLOUD)/predict
+	$(BIN)/python examples/cloud_finetune/evaluate.py --project $(CLOUD)/project \
+		--scratch $(CLOUD)/predict --json $(CLOUD)/scores.json
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
@@ -44,8 +57,13 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# Benchmarks (not tests); results are recorded in docs/benchmarks.md. The peer encoder is
+# installed into .bench-peer/ because its package also provides a top-level `helios`.
 bench: $(STAMP)
-	$(BIN)/python bench/bench_data.py
+	$(BIN)/python -m pip install --quiet --no-deps --target .bench-peer olmoearth-pretrain einops universal-pathlib fsspec
+	$(BIN)/python bench/bench_read.py
+	$(BIN)/python bench/bench_convert.py
+	$(BIN)/python bench/bench_encoder.py --sizes nano base
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -33,10 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from helios.data.masking import SpaceTimeMasking
-from helios.data.modalities import get_modality
-from helios.data.sample import MaskedBatch, MaskValue
-from helios.nn.encoder import FlexiEncoder, TokenPacker
+# olmoearth-pretrain ships a `helios` compatibility package of its own, so `make bench` installs
+# it into .bench-peer/ and it goes at the END of sys.path, after our helios is imported.
+_PEER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".bench-peer")
+
+from helios.data.masking import SpaceTimeMasking  # noqa: E402
+from helios.data.modalities import get_modality  # noqa: E402
+from helios.data.sample import MaskedBatch, MaskValue  # noqa: E402
+from helios.nn.encoder import FlexiEncoder, TokenPacker  # noqa: E402
 
 SIZES = {
     "nano": (128, 4, 8),
@@ -260,6 +265,10 @@ def hardware(device: str) -> str:
         pass
     threads = f"{torch.get_num_threads()} threads (os.cpu_count={os.cpu_count()})"
     return f"{cpu}, {threads} | torch {torch.__version__}"
+
+
+if os.path.isdir(_PEER) and _PEER not in sys.path:
+    sys.path.append(_PEER)
 
 
 def main() -> None:
