@@ -24,6 +24,7 @@ import h5py
 import zstandard
 
 from helios.data.dataset import H5SampleDataset
+from helios.data.h5 import tune_allocator
 from helios.data.modalities import PRETRAINING_MODALITIES
 from helios.data.synthetic import make_synthetic_dataset
 
@@ -109,12 +110,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    # As in PretrainDataModule's workers; the raw floor runs under the same allocator settings.
+    tuned = tune_allocator()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         rows = [run(s, args.samples, out, args.repeats) for s in args.sizes]
     print(
         f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, h5py {h5py.__version__}, one process"
+        f"python {platform.python_version()}, h5py {h5py.__version__}, one process, "
+        f"allocator tuned: {tuned}"
     )
     print("modalities:", ", ".join(PRETRAINING_MODALITIES), "(12 steps, synthetic)")
     print()

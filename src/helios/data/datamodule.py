@@ -29,6 +29,7 @@ from helios.data.dataset import (
     PretrainSampleTransform,
     tokens_per_sample,
 )
+from helios.data.h5 import tune_allocator
 from helios.data.masking import MaskingStrategy, NoMasking, RandomMasking
 from helios.data.normalize import Normalizer, NormStats
 from helios.data.sample import MaskedBatch
@@ -120,6 +121,11 @@ class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
             # The plan depends on the batch number, not the rank, so all ranks agree on shapes.
             plan = self.planner(np.random.default_rng([self.seed, self.epoch, b]))
             yield [(int(i), plan, k + self.rank * self.batch_size) for k, i in enumerate(chunk)]
+
+
+def _worker_init(worker_id: int) -> None:
+    """Per-worker setup: keep decode buffers in the heap (see `tune_allocator`)."""
+    tune_allocator()
 
 
 class _EpochHook:
@@ -313,6 +319,7 @@ class PretrainDataModule(L.LightningDataModule):
         loader = DataLoader(
             PlannedDataset(base, transform, seed),
             batch_sampler=sampler,
+            worker_init_fn=_worker_init,
             collate_fn=collate_masked,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
