@@ -35,10 +35,20 @@ def add_sweep_commands(groups: Any) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def _local_command(command: list[str]) -> list[str]:
+    """Run `helios` from this interpreter's environment even when it is not on PATH."""
+    script = Path(sys.executable).parent / command[0]
+    if command[0] == "helios" and script.exists():
+        return [str(script), *command[1:]]
+    return command
+
+
 def _run_one(run: SweepRun) -> tuple[str, int]:
     log = run.config_path.parent / "log.txt"
     with log.open("w") as fh:
-        proc = subprocess.run(run.command, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(
+            _local_command(run.command), stdout=fh, stderr=subprocess.STDOUT, check=False
+        )
     return run.run_id, proc.returncode
 
 
