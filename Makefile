@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.helios-installed
 DEMO   ?= demo_data
+ENCODER ?= runs/latent_mim_demo/encoder.pt
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-finetune test test-all lint format bench clean
+.PHONY: install demo demo-predict demo-finetune test test-all lint format bench clean
 
 install: $(STAMP)
 
@@ -28,11 +29,17 @@ demo: $(STAMP)
 	$(BIN)/helios data stats $(DEMO)/h5 --out $(DEMO)/norm_stats.json
 	$(BIN)/helios fit --config configs/latent_mim.yaml
 	$(BIN)/helios sweep configs/sweeps/demo.yaml --defaults-only --jobs 2
+	$(MAKE) demo-predict demo-finetune
+
+# Embedding maps over the real Sentinel-2 scene with the demo-pretrained encoder, written as a
+# Cloud-Optimized GeoTIFF per UTM zone (examples/s2_embeddings).
+demo-predict: $(STAMP)
+	$(BIN)/python examples/s2_embeddings/setup.py --encoder $(ENCODER)
+	$(BIN)/helios run predict $(DEMO)/s2_embeddings/project --device cpu
 
 # Cloud segmentation fine-tuned on the demo Landsat scene, predicted and scored
 # (examples/cloud_finetune, docs/finetune_results.md). Uses the demo-pretrained encoder
 # (`helios fit --config configs/latent_mim.yaml`) when it exists, else a random-init one.
-ENCODER ?= runs/latent_mim_demo/encoder.pt
 CLOUD   := $(DEMO)/cloud_finetune
 demo-finetune: $(STAMP)
 	$(BIN)/python examples/cloud_finetune/setup.py --demo $(DEMO) \

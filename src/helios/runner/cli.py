@@ -19,6 +19,10 @@ steps, in order (each is resumable; re-running skips finished work):
   (inference writes windows/<w>/outputs/)
   helios run postprocess PROJECT --scratch DIR
   helios run combine PROJECT --scratch DIR
+all of them, with inference (model.yaml + checkpoint.ckpt):
+  helios run predict PROJECT [--scratch DIR] [--steps ...] [--jobs N] [--device cpu]
+fine-tuning (annotations -> labeled windows -> imagery -> PROJECT/checkpoint.ckpt):
+  helios run finetune PROJECT --scratch DIR [--steps prepare,build,train] [--max-epochs N]
 """
 
 
@@ -91,6 +95,8 @@ def add_run_commands(groups: Any) -> Any:
     p = sub.add_parser("combine", help="combine partition results into the final results")
     add_project_arguments(p)
     p.set_defaults(func=_cmd_combine)
+    add_finetune_command(sub)
+    add_predict_command(sub)
     return sub
 
 
@@ -167,4 +173,151 @@ def _cmd_combine(args: argparse.Namespace) -> int:
     results = combine(project, args.scratch, partition_ids(args))
     for path in results:
         print(path)
+    return 0
+
+
+def _steps(text: str) -> list[str]:
+    from helios.runner.finetune import STEPS
+
+    steps = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad or not steps:
+        raise argparse.ArgumentTypeError(f"steps are a comma-separated subset of {','.join(STEPS)}")
+    return steps
+
+
+def add_finetune_command(sub: Any) -> None:
+    """Register `helios run finetune` (docs/runner.md, "Fine-tuning runner")."""
+    from helios.data.cli import default_workers
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune the project's model on its annotations (writes checkpoint.ckpt)",
+        description="Studio export -> labeled windows -> imagery -> LightningCLI fine-tune -> "
+        "PROJECT/checkpoint.ckpt. Each step is idempotent.",
+    )
+    add_project_arguments(p, scratch=False)
+    p.add_argument("--scratch", type=Path, required=True, help="working directory")
+    p.add_argument(
+        "--steps",
+        type=_steps,
+        default=["prepare", "build", "train"],
+        help="comma-separated steps to run (default prepare,build,train)",
+    )
+    p.add_argument("--max-epochs", type=_positive_int, default=None, help="override model.yaml")
+    p.add_argument("--encoder", type=Path, default=None, help="override model.yaml's encoder_path")
+    p.add_argument("--accelerator", default=None, help="cpu, gpu, auto (default: model.yaml's)")
+    p.add_argument("--devices", default=None, help="number of devices (default: model.yaml's)")
+    p.add_argument("--workers", type=_positive_int, default=default_workers(), help="build workers")
+    p.add_argument("--min-success-rate", type=_rate, default=0.9, help="build: see `build`")
+    p.add_argument("--force", action="store_true", help="train again even if up to date")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from helios.runner.dataset_builder import BuildError
+    from helios.runner.finetune import FineTuneError, FineTuneRunner
+
+    runner = FineTuneRunner(args.project, args.scratch, args.encoder)
+    devices = int(args.devices) if args.devices and args.devices.isdigit() else args.devices
+    progress = not args.no_progress
+    try:
+        if "prepare" in args.steps:
+            prepared = runner.prepare_labeled_windows()
+            print(
+                f"prepared {len(prepared.windows)} labeled windows ({prepared.created} new): "
+                f"{prepared.by_split}; {len(prepared.problems)} problems"
+            )
+        if "build" in args.steps:
+            print(runner.build_dataset(args.workers, args.min_success_rate, progress).summary())
+        if "train" in args.steps:
+            result = runner.fine_tune(
+                args.max_epochs, args.accelerator, devices, args.force, progress
+            )
+            print(result.summary())
+    except (BuildError, FineTuneError) as err:
+        print(f"helios: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict_steps(text: str) -> list[str]:
+    from helios.runner.predict import STEPS
+
+    steps = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad or not steps:
+        raise argparse.ArgumentTypeError(f"steps are a comma-separated subset of {','.join(STEPS)}")
+    return steps
+
+
+def add_predict_command(sub: Any) -> None:
+    """Register `helios run predict` (docs/runner.md, "helios run predict")."""
+    from helios.data.cli import default_workers
+
+    p = sub.add_parser(
+        "predict",
+        help="run every step: partition, build, inference, postprocess, combine",
+        description="Predict a project's requests: partition -> build -> inference -> "
+        "postprocess -> combine. Every step is idempotent: kill and re-run at any point.",
+    )
+    p.add_argument("project", type=Path, help="project folder (olmoearth_run.yaml, ...)")
+    p.add_argument("--scratch", type=Path, default=None, help="working directory (PROJECT/scratch)")
+    p.add_argument(
+        "--partition-ids", nargs="+", default=None, metavar="ID", help="only these partitions"
+    )
+    p.add_argument(
+        "--steps",
+        type=_predict_steps,
+        default=None,
+        help="comma-separated subset of partition,build,inference,postprocess,combine (all)",
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, default=default_workers(), help="build processes"
+    )
+    p.add_argument("--min-success-rate", type=_rate, default=0.9, help="build: see `build`")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=1, help="partitions predicted at once (processes)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="crops per batch")
+    p.add_argument("--device", default="auto", help="accelerator: auto, cpu, gpu, mps")
+    p.add_argument("--devices", type=_positive_int, default=1, help="devices per job (DDP)")
+    p.add_argument("--crop-size", type=_positive_int, default=None, help="crop side (px)")
+    p.add_argument("--overlap", type=int, default=None, help="crop overlap (px)")
+    p.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    p.add_argument("--num-workers", type=int, default=0, help="inference DataLoader workers")
+    p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPUs")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from helios.runner.dataset_builder import BuildError
+    from helios.runner.predict import InferenceOptions, PredictRunner
+
+    options = InferenceOptions(
+        batch_size=args.batch_size,
+        device=args.device,
+        devices=args.devices,
+        crop_size=args.crop_size,
+        overlap=args.overlap,
+        probabilities=args.probabilities,
+        num_workers=args.num_workers,
+        precision=args.precision,
+    )
+    runner = PredictRunner(
+        args.project,
+        args.scratch,
+        inference=options,
+        workers=args.workers,
+        min_success_rate=args.min_success_rate,
+        progress=not args.no_progress,
+    )
+    try:
+        report = runner.run(args.steps, args.partition_ids, jobs=args.jobs)
+    except BuildError as err:
+        print(f"helios: error: {err}", file=sys.stderr)
+        return 1
+    print(report.summary())
     return 0

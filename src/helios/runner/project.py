@@ -157,6 +157,7 @@ def load_project(
     require_requests: bool = True,
     check_imagery: bool = True,
     require_window_prep: bool = False,
+    require_checkpoint: bool = True,
 ) -> Project:
     """Load and validate a project folder.
 
@@ -167,6 +168,7 @@ def load_project(
             every required layer in its time range.
         require_window_prep: Fail unless labeled windows can be prepared (fine-tuning): a
             complete `window_prep` section and both annotation files.
+        require_checkpoint: Fail without checkpoint.ckpt (not before fine-tuning made it).
 
     Raises:
         ProjectError: listing every problem found (files, config, requests, imagery).
@@ -177,6 +179,8 @@ def load_project(
         raise ProjectError(path, [f"{path} is not a directory"])
     problems: list[str] = []
     for name in (CHECKPOINT, MODEL_YAML, DATASET_JSON, RUN_YAML):
+        if name == CHECKPOINT and not require_checkpoint:
+            continue
         if not (path / name).is_file():
             problems.append(f"{name}: missing")
     raw = _read_yaml(path / RUN_YAML, problems) if (path / RUN_YAML).is_file() else {}
