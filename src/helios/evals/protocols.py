@@ -144,6 +144,26 @@ class _Scored(L.LightningModule):
         self.test_metrics = base.clone(prefix="test_")
         self.results: dict[str, Any] = {}
 
+    def _logits(self, x: Any, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> Tensor:
+        """One optimisation step."""
+        x, y = batch
+        loss = task_loss(self._logits(x, y), y, self.task)
+        self.log("train_loss", loss, prog_bar=True, batch_size=int(y.shape[0]))
+        return loss
+
+    def validation_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
+        """Score a validation batch."""
+        x, y = batch
+        self._score(self._logits(x, y), y, "val")
+
+    def test_step(self, batch: tuple[Any, Tensor], batch_idx: int) -> None:
+        """Score a test batch."""
+        x, y = batch
+        self._score(self._logits(x, y), y, "test")
+
     def _score(self, logits: Tensor, y: Tensor, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         preds = logits.sigmoid() if self.task.kind == "multilabel" else logits
@@ -180,23 +200,6 @@ class LinearProbe(_Scored):
 
     def _logits(self, emb: Tensor, y: Tensor) -> Tensor:
         return self.head(emb, tuple(y.shape[-2:]) if self.task.kind == "segmentation" else None)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """One optimisation step."""
-        emb, y = batch
-        loss = task_loss(self._logits(emb, y), y, self.task)
-        self.log("train_loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Score a validation batch."""
-        emb, y = batch
-        self._score(self._logits(emb, y), y, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Score a test batch."""
-        emb, y = batch
-        self._score(self._logits(emb, y), y, "test")
 
     def configure_optimizers(self) -> Any:
         """AdamW with a cosine schedule."""
@@ -249,23 +252,6 @@ class FineTune(_Scored):
 
     def _logits(self, batch: MaskedBatch, y: Tensor) -> Tensor:
         return self(batch, tuple(y.shape[-2:]) if self.task.kind == "segmentation" else None)
-
-    def training_step(self, batch: tuple[MaskedBatch, Tensor], batch_idx: int) -> Tensor:
-        """One optimisation step."""
-        mb, y = batch
-        loss = task_loss(self._logits(mb, y), y, self.task)
-        self.log("train_loss", loss, prog_bar=True, batch_size=mb.batch_size)
-        return loss
-
-    def validation_step(self, batch: tuple[MaskedBatch, Tensor], batch_idx: int) -> None:
-        """Score a validation batch."""
-        mb, y = batch
-        self._score(self._logits(mb, y), y, "val")
-
-    def test_step(self, batch: tuple[MaskedBatch, Tensor], batch_idx: int) -> None:
-        """Score a test batch."""
-        mb, y = batch
-        self._score(self._logits(mb, y), y, "test")
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
