@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,14 +177,27 @@ def _cmd_combine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _steps(text: str) -> list[str]:
-    from helios.runner.finetune import STEPS
-
+def _step_list(allowed: Sequence[str], text: str) -> list[str]:
+    """Parse `--steps a,b` against the steps a command knows."""
     steps = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in steps if s not in STEPS]
+    bad = [s for s in steps if s not in allowed]
     if bad or not steps:
-        raise argparse.ArgumentTypeError(f"steps are a comma-separated subset of {','.join(STEPS)}")
+        raise argparse.ArgumentTypeError(
+            f"steps are a comma-separated subset of {','.join(allowed)}"
+        )
     return steps
+
+
+def _finetune_steps(text: str) -> list[str]:
+    from helios.runner.finetune import STEPS  # imported late: keeps `helios --help` light
+
+    return _step_list(STEPS, text)
+
+
+def _predict_steps(text: str) -> list[str]:
+    from helios.runner.predict import STEPS
+
+    return _step_list(STEPS, text)
 
 
 def add_finetune_command(sub: Any) -> None:
@@ -200,7 +214,7 @@ def add_finetune_command(sub: Any) -> None:
     p.add_argument("--scratch", type=Path, required=True, help="working directory")
     p.add_argument(
         "--steps",
-        type=_steps,
+        type=_finetune_steps,
         default=["prepare", "build", "train"],
         help="comma-separated steps to run (default prepare,build,train)",
     )
@@ -240,16 +254,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         print(f"helios: error: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-def _predict_steps(text: str) -> list[str]:
-    from helios.runner.predict import STEPS
-
-    steps = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in steps if s not in STEPS]
-    if bad or not steps:
-        raise argparse.ArgumentTypeError(f"steps are a comma-separated subset of {','.join(STEPS)}")
-    return steps
 
 
 def add_predict_command(sub: Any) -> None:

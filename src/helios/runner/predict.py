@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -151,14 +151,7 @@ class PredictRunner:
             self.project,
             self.scratch,
             partition_id,
-            batch_size=o.batch_size,
-            device=o.device,
-            devices=o.devices,
-            crop_size=o.crop_size,
-            overlap=o.overlap,
-            probabilities=o.probabilities,
-            num_workers=o.num_workers,
-            precision=o.precision,
+            **asdict(o),  # InferenceOptions mirrors run_inference's keyword arguments
             progress=self.progress,
         )
 
