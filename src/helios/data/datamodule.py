@@ -299,9 +299,7 @@ class PretrainDataModule(L.LightningDataModule):
     ) -> tuple[DataLoader, PlannedBatchSampler]:
         self.setup()
         assert self._base is not None and self.modalities is not None
-        base = H5SampleDataset.__new__(H5SampleDataset)
-        base.__dict__.update(self._base.__dict__)
-        base.positions = self._base.positions[subset]
+        base = self._base.subset(subset)
         transform = PretrainSampleTransform(
             self.modalities, self.normalizer, self.masking, self.num_views
         )

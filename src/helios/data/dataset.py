@@ -8,6 +8,7 @@ handed, so results do not depend on the number of workers.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,12 @@ class H5SampleDataset(Dataset[Sample]):
     def path(self, index: int) -> Path:
         """File of the `index`-th sample."""
         return self.directory.path(int(self.positions[index]))
+
+    def subset(self, indices: np.ndarray) -> H5SampleDataset:
+        """A view over some of this dataset's samples (no files are re-read)."""
+        view = copy.copy(self)
+        view.positions = self.positions[indices]
+        return view
 
     def sample_index(self, index: int) -> int:
         """The H5 sample number (the `i` of `sample_{i}.h5`) of the `index`-th sample."""
