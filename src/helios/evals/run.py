@@ -54,6 +54,9 @@ class ModelSpec:
     """The encoder file (helios) or the baseline's local weights."""
     name: str = ""
     """Label in reports (default: kind + file name)."""
+    seed: int = 0
+    """helios-random only: the seed of the random weights. Compare a pretrained encoder with
+    several seeds: on small tasks the spread between random inits can exceed the gap."""
 
     @property
     def label(self) -> str:
@@ -109,8 +112,9 @@ def load_model(spec: ModelSpec) -> tuple[Encoder, Normalizer, int]:
         exported = load_encoder(spec.path)
         encoder = exported.encoder
         if spec.kind == "helios-random":
-            torch.manual_seed(0)
-            encoder = exported.config.build(exported.modalities)
+            with torch.random.fork_rng():
+                torch.manual_seed(spec.seed)
+                encoder = exported.config.build(exported.modalities)
         return encoder, exported.normalizer, exported.patch_size
     from helios.evals.baselines import load_baseline
 
