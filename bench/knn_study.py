@@ -7,7 +7,8 @@ pretrained encoder and several random initialisations of the same architecture, 
 of the pooled features' variance the top principal directions hold and how well each tracks
 the cloud fraction.
 
-    python bench/knn_study.py runs/latent_mim_demo/encoder.pt --root demo_data --seeds 0 1 2 3
+    python bench/knn_study.py runs/latent_mim_demo/encoder.pt --root demo_data --seeds 0 1 2 3 \
+        --baseline galileo=../shared/fixtures/galileo_nano
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def main() -> None:
     ap.add_argument("--root", default="demo_data", help="the `helios data demo --out` folder")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3])
     ap.add_argument("--patch-size", type=int, default=8)
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="KIND=PATH",
+        help="also study a baseline with local weights (repeatable), e.g. galileo=DIR",
+    )
     args = ap.parse_args()
 
     splits = [DemoCloudDataset(args.root, "demo-cloud-tiles", s) for s in ("train", "val", "test")]
@@ -54,6 +62,9 @@ def main() -> None:
         "| top-3 PC abs(r) with cloud fraction |"
     )
     print("|---|---|---|---|---|---|")
+    for item in args.baseline:
+        kind, _, path = item.partition("=")
+        specs.append(ModelSpec(kind, path, kind))  # type: ignore[arg-type]
     for spec in specs:
         encoder, _, _ = load_model(spec)
         parts = [
