@@ -196,3 +196,21 @@ def test_partitioner_contract(cls):
             **({"grid_size": 0.01} if cls is GridPartitioner else args)
         ).partition_request_geometry(feats)
         assert parts and all(isinstance(p, Partition) for p in parts)
+
+
+def test_grid_overlap_margin_alone_does_not_keep_a_cell():
+    """A triangle: cells beyond the hypotenuse are reached only by neighbours' margins."""
+    from shapely.geometry import Polygon
+
+    crs = "EPSG:32618"
+    x0, y0 = 440640, 4173440  # multiples of 320 m: 32 px cells align with the corner
+    tri = Polygon([(x0, y0), (x0 + 960, y0), (x0, y0 + 960)])  # 96 px legs
+    f = RequestFeature(reproject_geometry(tri, crs, "EPSG:4326"), T0, T1)
+    plain = GridPartitioner(grid_size=32).prepare_window_geometries(Partition([f]))
+    over = GridPartitioner(grid_size=32, overlap_size=8).prepare_window_geometries(Partition([f]))
+    clipped = GridPartitioner(grid_size=32, overlap_size=8, clip=True).prepare_window_geometries(
+        Partition([f])
+    )
+    # 3 + 2 + 1 cells hold area of the triangle; the diagonal only touches the other corners
+    assert len(plain) == len(over) == len(clipped) == 6
+    assert all(min(s.width, s.height) > 8 for s in clipped)  # no sliver windows
