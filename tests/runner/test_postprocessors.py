@@ -279,3 +279,21 @@ def test_sparse_windows_leave_empty_blocks_unwritten(tmp_path):
         data = src.read(1)
     assert np.isfinite(data).sum() == 2 * 32 * 32 and (data[np.isfinite(data)] == 2).all()
     assert result.stat().st_size < 200_000  # the empty area costs next to nothing
+
+
+def test_small_results_get_small_tiles_and_quicklooks_read_one_band(tmp_path):
+    """A 50 px, 128-band result must not be padded to 512 px tiles (128 MiB per write)."""
+    from helios.runner.mosaic import tile_size
+
+    assert tile_size(50, 40) == 64 and tile_size(600, 20) == 512 and tile_size(3, 3) == 16
+    windows = grid_windows(tmp_path, n=2, size=24, overlap=2)
+    outs = [
+        write_window_output(w, "embedding", np.stack([ramp(w)] * 128), kind="regression")
+        for w in windows
+    ]
+    (result,) = CombineGeotiff().process_dataset(outs, tmp_path / "results")
+    with rasterio.open(result) as src:
+        assert src.count == 128 and (src.width, src.height) == (52, 52)
+        assert src.block_shapes[0] == (64, 64)
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    assert result.with_suffix(".png").exists()

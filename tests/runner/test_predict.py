@@ -14,6 +14,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from helios.cli import main
 from helios.runner import list_partitions, list_windows
+from helios.runner.mosaic import tile_size
 from helios.runner.predict import InferenceOptions, PredictRunner
 from tests.runner.data.model import tiny_encoder, write_model_files
 from tests.runner.data.project import (
@@ -36,7 +37,8 @@ def assert_cog(path: Path, overviews: bool = False) -> None:
     with rasterio.open(path) as src:
         assert src.driver == "GTiff" and src.profile["tiled"]
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert src.block_shapes[0] == (512, 512)
+        side = tile_size(src.width, src.height)  # 512, or the raster's side for small ones
+        assert src.block_shapes[0] == (side, side)
         if overviews:
             assert len(src.overviews(1)) >= 1
     raw = path.read_bytes()[:8]

@@ -37,6 +37,16 @@ BLOCK = 1024
 """Pixels per side of the blocks mosaics are computed in (a multiple of the 512 COG tile)."""
 
 
+def tile_size(width: int, height: int, largest: int = 512) -> int:
+    """GeoTIFF tile side for a raster: `largest`, or the raster's side rounded up to 16.
+
+    Tiles are padded to full size on disk and in every compression call, so a 50 px raster of
+    128 float32 bands in 512 px tiles would compress 128 MiB per write instead of 2 MiB.
+    """
+    side = max(width, height)
+    return largest if side >= largest else max(16, -(-side // 16) * 16)
+
+
 def taper_weights(height: int, width: int, blend_pixels: int | None = None) -> np.ndarray:
     """float32 [height, width] feathering weights: a separable ramp towards the edges.
 
@@ -184,6 +194,7 @@ def mosaic(
     if np.dtype(dtype).kind in "iu" and math.isnan(nodata):
         nodata = 0
     transform = Affine(res_x, 0.0, b_c0 * res_x, 0.0, res_y, b_r0 * res_y)
+    tile = tile_size(width, height)
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "crs": first.crs,
@@ -191,8 +202,8 @@ def mosaic(
         "width": width,
         "height": height,
         "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
+        "blockxsize": tile,
+        "blockysize": tile,
         "compress": "deflate",
         "BIGTIFF": "IF_SAFER",
         "SPARSE_OK": True,  # blocks no input touches are never written: nodata, no bytes
@@ -250,7 +261,7 @@ def mosaic(
                 tmp,
                 driver="COG",
                 compress="deflate",
-                blocksize=512,
+                blocksize=tile,
                 overview_resampling="nearest" if classify else "average",
                 BIGTIFF="IF_SAFER",
                 SPARSE_OK=True,
@@ -330,8 +341,10 @@ def write_quicklook(cog: Path, png: Path, max_size: int = 1024) -> Path:
     with rasterio.open(cog) as src:
         scale = max(1.0, max(src.width, src.height) / max_size)
         shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        data = src.read(out_shape=(src.count, *shape)).astype(np.float32)
         tags = src.tags()
+        # probabilities need every band (argmax); other kinds show band 1 only
+        bands = list(range(1, src.count + 1)) if tags.get(TAG_KIND) == "probabilities" else [1]
+        data = src.read(bands, out_shape=(len(bands), *shape)).astype(np.float32)
         nodata = src.nodata
         try:
             cmap = src.colormap(1)
