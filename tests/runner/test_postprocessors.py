@@ -285,7 +285,7 @@ def test_small_results_get_small_tiles_and_quicklooks_read_one_band(tmp_path):
     """A 50 px, 128-band result must not be padded to 512 px tiles (128 MiB per write)."""
     from helios.runner.mosaic import tile_size
 
-    assert tile_size(50, 40) == 64 and tile_size(600, 20) == 512 and tile_size(3, 3) == 16
+    assert tile_size(50, 40) == 128 and tile_size(200, 20) == 256 and tile_size(600, 20) == 512
     windows = grid_windows(tmp_path, n=2, size=24, overlap=2)
     outs = [
         write_window_output(w, "embedding", np.stack([ramp(w)] * 128), kind="regression")
@@ -294,6 +294,6 @@ def test_small_results_get_small_tiles_and_quicklooks_read_one_band(tmp_path):
     (result,) = CombineGeotiff().process_dataset(outs, tmp_path / "results")
     with rasterio.open(result) as src:
         assert src.count == 128 and (src.width, src.height) == (52, 52)
-        assert src.block_shapes[0] == (64, 64)
+        assert src.block_shapes[0] == (128, 128)
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     assert result.with_suffix(".png").exists()

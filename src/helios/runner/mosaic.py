@@ -37,14 +37,15 @@ BLOCK = 1024
 """Pixels per side of the blocks mosaics are computed in (a multiple of the 512 COG tile)."""
 
 
-def tile_size(width: int, height: int, largest: int = 512) -> int:
-    """GeoTIFF tile side for a raster: `largest`, or the raster's side rounded up to 16.
+def tile_size(width: int, height: int) -> int:
+    """GeoTIFF tile side for a raster: the smallest of 128, 256 and 512 px that covers it.
 
     Tiles are padded to full size on disk and in every compression call, so a 50 px raster of
-    128 float32 bands in 512 px tiles would compress 128 MiB per write instead of 2 MiB.
+    128 float32 bands in 512 px tiles would compress 128 MiB per write instead of 8 MiB.
+    128 px is the smallest tile GDAL's COG driver accepts.
     """
     side = max(width, height)
-    return largest if side >= largest else max(16, -(-side // 16) * 16)
+    return 128 if side <= 128 else 256 if side <= 256 else 512
 
 
 def taper_weights(height: int, width: int, blend_pixels: int | None = None) -> np.ndarray:
