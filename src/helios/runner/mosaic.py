@@ -218,6 +218,8 @@ def mosaic(
         atomic_path(weights_path) as wtmp,
         rasterio.open(wtmp, "w", **profile, count=1, dtype="float32", nodata=0) as wdst,
     ):
+        if first.colormap and np.dtype(dtype).kind == "u":  # before any pixel is written
+            dst.write_colormap(1, first.colormap)
         for r in range(0, height, BLOCK):
             for c in range(0, width, BLOCK):
                 h, w = min(BLOCK, height - r), min(BLOCK, width - c)
@@ -315,8 +317,6 @@ def _copy_metadata(first: RasterInfo, dst: Any, signature: str, weights_name: st
     for i, desc in enumerate(first.descriptions):
         if desc:
             dst.set_band_description(i + 1, desc)
-    if first.colormap and np.dtype(dst.dtypes[0]).kind == "u":
-        dst.write_colormap(1, first.colormap)
 
 
 def output_signature(paths: list[Path], config: object) -> str:

@@ -323,16 +323,16 @@ def write_window_output(
     if width >= 256 and height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        if kind == "classification":  # before any pixel: the palette is fixed once writing starts
+            values = sorted(classes) or sorted(int(v) for v in np.unique(arr) if v != nodata)
+            cmap = {int(k): tuple(v) for k, v in (colormap or {}).items()}
+            dst.write_colormap(1, cmap or default_colormap(values))
         dst.write(arr)
         dst.update_tags(**{TAG_KIND: kind, TAG_NAME: name, "HELIOS_WINDOW": window.name})
         if classes:
             dst.update_tags(**{TAG_CLASSES: json.dumps({str(k): v for k, v in classes.items()})})
         for i, desc in enumerate(band_names[:count]):
             dst.set_band_description(i + 1, desc)
-        if kind == "classification":
-            values = sorted(classes) or sorted(int(v) for v in np.unique(arr) if v != nodata)
-            cmap = {int(k): tuple(v) for k, v in (colormap or {}).items()}
-            dst.write_colormap(1, cmap or default_colormap(values))
     return path
 
 
