@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from helios.evals.baselines._common import Mlp
+
 SPACE_TIME_GROUPS: dict[str, int] = {
     "S1": 2,
     "S2_RGB": 3,
@@ -147,20 +149,6 @@ class Attention(nn.Module):
         )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the MLP."""
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
