@@ -286,7 +286,7 @@ def test_sparse_windows_leave_empty_blocks_unwritten(tmp_path):
 
 
 def test_small_results_get_small_tiles_and_quicklooks_read_one_band(tmp_path):
-    """A 50 px, 128-band result must not be padded to 512 px tiles (128 MiB per write)."""
+    """A 52 px, 128-band result must not be padded to 512 px tiles (128 MiB per write)."""
     from helios.runner.mosaic import tile_size
 
     assert tile_size(50, 40) == 128 and tile_size(200, 20) == 256 and tile_size(600, 20) == 512

@@ -37,7 +37,7 @@ def assert_cog(path: Path, overviews: bool = False) -> None:
     with rasterio.open(path) as src:
         assert src.driver == "GTiff" and src.profile["tiled"]
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        side = tile_size(src.width, src.height)  # 512, or the raster's side for small ones
+        side = tile_size(src.width, src.height)  # 128, 256 or 512 px by the raster's size
         assert src.block_shapes[0] == (side, side)
         if overviews:
             assert len(src.overviews(1)) >= 1
