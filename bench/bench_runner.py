@@ -73,7 +73,7 @@ def load_example() -> Any:
 
 def child(project: str, scratch: str, step: str, workers: int) -> None:
     """Run one step in this process and print its seconds as JSON (the `--child` mode)."""
-    from helios.runner.predict import InferenceOptions, PredictRunner
+    from helios.runner.predict_runner import InferenceOptions, PredictRunner
 
     runner = PredictRunner(project, scratch, inference=InferenceOptions(device="cpu"))
     runner.progress = False

@@ -278,7 +278,7 @@ def model_yaml(encoder: Path, max_epochs: int) -> dict[str, Any]:
     """model.yaml: the RunnerModel and its fine-tuning data and trainer settings."""
     return {
         "model": {
-            "class_path": "helios.runner.model.RunnerModel",
+            "class_path": "helios.runner.predict.model.RunnerModel",
             "init_args": {
                 "encoder_path": str(encoder),
                 "task": "segmentation",

@@ -44,7 +44,7 @@ import torch
 import yaml
 from pyproj import Transformer
 
-from helios.runner.model import RunnerModel
+from helios.runner.predict.model import RunnerModel
 
 CRS = "EPSG:32618"
 CENTRE = (446080.0, 4169600.0)
@@ -171,7 +171,7 @@ def write_project(
     init_args = {k: hparams[k] for k in keys if hparams.get(k) is not None}
     if hparams.get("class_names"):
         init_args["class_names"] = list(hparams["class_names"])
-    model = {"model": {"class_path": "helios.runner.model.RunnerModel", "init_args": init_args}}
+    model = {"model": {"class_path": "helios.runner.predict.model.RunnerModel", "init_args": init_args}}
     (out / "model.yaml").write_text(
         "# Read by `helios run predict` with checkpoint.ckpt (which holds the encoder, its\n"
         "# patch size and normalization); init_args here override the checkpoint's.\n"

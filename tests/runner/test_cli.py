@@ -12,7 +12,7 @@ from affine import Affine
 
 from helios.cli import main
 from helios.runner import list_partitions, list_windows, load_project, load_window_inputs
-from helios.runner.windows import write_window_output
+from helios.runner.predict.outputs import write_window_output
 from tests.runner.data.project import (
     BANDS,
     default_dataset,

@@ -19,7 +19,7 @@ from helios.runner import (
     load_window_inputs,
     partition,
 )
-from helios.runner.windows import COMPLETE_MARKER
+from helios.runner.core.windows import COMPLETE_MARKER
 from tests.runner.data.project import (
     BANDS,
     ORIGIN,
@@ -47,8 +47,8 @@ def scene_file(project: Path, scene: str, band: str) -> Path:
 
 def build(project: Path, scratch: Path, **kw):
     p = load_project(project, check_imagery=kw.pop("check_imagery", True))
-    ids = partition(p, scratch)
-    return p, ids, build_dataset(p, scratch, ids, progress=False, **kw)
+    ids = partition(p.requests, p.partitioner, p.window_preparer, scratch)
+    return p, ids, build_dataset(p.dataset_config, scratch, ids, progress=False, **kw)
 
 
 def tree_hashes(root: Path) -> dict[str, tuple[str, int]]:
@@ -221,7 +221,13 @@ def test_failures_are_recorded_and_gate_on_success_rate(tmp_path):
     (reason,) = {v.split(" covers")[0] for v in report["failed"].values()}
     assert reason == "WindowBuildError: no imagery of layer 'sentinel2'"
     p = load_project(project, check_imagery=False)
-    result = build_dataset(p, scratch, partition(p, scratch), min_success_rate=0.4, progress=False)
+    result = build_dataset(
+        p.dataset_config,
+        scratch,
+        partition(p.requests, p.partitioner, p.window_preparer, scratch),
+        min_success_rate=0.4,
+        progress=False,
+    )
     assert result.built == 0 and result.already_built > 0 and len(result.failed) > 0
 
 
@@ -229,7 +235,7 @@ def test_rebuild_is_idempotent_and_resumes_after_a_kill(project_dir, tmp_path):
     scratch = tmp_path / "scratch"
     p, ids, _ = build(project_dir, scratch)
     before = tree_hashes(scratch / "partitions")
-    again = build_dataset(p, scratch, ids, progress=False)
+    again = build_dataset(p.dataset_config, scratch, ids, progress=False)
     assert again.built == 0 and again.already_built == 9
     assert tree_hashes(scratch / "partitions") == before  # same bytes, same mtimes
 
@@ -238,7 +244,7 @@ def test_rebuild_is_idempotent_and_resumes_after_a_kill(project_dir, tmp_path):
     (victim.layers_dir / COMPLETE_MARKER).unlink()
     (victim.layers_dir / "sentinel2.tif").unlink()
     (victim.layers_dir / ".sentinel2.tif.999.tmp").write_bytes(b"partial")
-    resumed = build_dataset(p, scratch, ids, progress=False)
+    resumed = build_dataset(p.dataset_config, scratch, ids, progress=False)
     assert resumed.built == 1 and resumed.already_built == 8
     after = tree_hashes(scratch / "partitions")
     assert not list(victim.layers_dir.glob("*.tmp"))

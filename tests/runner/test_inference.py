@@ -11,12 +11,13 @@ import rasterio
 import torch
 
 from helios.runner import build_dataset, list_windows, load_project, load_window_inputs, partition
-from helios.runner.crops import crop_offsets, plan_window
-from helios.runner.geometry import Projection, WindowSpec
-from helios.runner.inference import MARKER, run_inference
-from helios.runner.model import RunnerModel, token_validity
-from helios.runner.project import InferenceResultsConfig, Project
-from helios.runner.windows import COMPLETE_MARKER, Window
+from helios.runner.core.geometry import Projection, WindowSpec
+from helios.runner.core.windows import COMPLETE_MARKER, Window
+from helios.runner.predict.crops import crop_offsets, plan_window
+from helios.runner.predict.inference import MARKER, run_inference
+from helios.runner.predict.model import RunnerModel, token_validity
+from helios.runner.predict.results import InferenceResultsConfig
+from helios.runner.project.load import Project
 from tests.runner.data.model import tiny_encoder, write_model_files
 from tests.runner.data.project import make_project
 
@@ -50,9 +51,19 @@ def built(tmp_path: Path) -> tuple[Project, Path, str]:
     write_model_files(root, tiny_encoder(tmp_path / "encoder.pt"), "segmentation", 3)
     project = load_project(root)
     scratch = tmp_path / "scratch"
-    (pid,) = partition(project, scratch)
-    build_dataset(project, scratch, [pid], progress=False)
+    (pid,) = partition(project.requests, project.partitioner, project.window_preparer, scratch)
+    build_dataset(project.dataset_config, scratch, [pid], progress=False)
     return project, scratch, pid
+
+
+def _inputs(project: Project) -> dict[str, Any]:
+    """The project's configs and model files, as run_inference takes them."""
+    return {
+        "dataset_config": project.dataset_config,
+        "results_config": project.inference_results_config,
+        "checkpoint": project.checkpoint_path,
+        "model_yaml": project.model_config_path,
+    }
 
 
 def mtimes(windows: list[Window]) -> dict[str, int]:
@@ -78,7 +89,7 @@ def test_crop_planning():
 
 def test_segmentation_outputs_per_window_and_rerun_skips(built):
     project, scratch, pid = built
-    result = run_inference(project, scratch, pid, probabilities=True, **QUIET)
+    result = run_inference(scratch, pid, **_inputs(project), probabilities=True, **QUIET)
     windows = list_windows(scratch, pid)
     assert (result.predicted, result.already_done, result.not_built) == (9, 0, [])
     for w in windows:
@@ -93,11 +104,13 @@ def test_segmentation_outputs_per_window_and_rerun_skips(built):
         np.testing.assert_allclose(probs.sum(0), 1, rtol=1e-5)
         assert (probs.argmax(0) == classes[0]).all()
     before = mtimes(windows)
-    again = run_inference(project, scratch, pid, probabilities=True, **QUIET)
+    again = run_inference(scratch, pid, **_inputs(project), probabilities=True, **QUIET)
     assert (again.predicted, again.already_done) == (0, 9)
     assert mtimes(windows) == before
     # other settings (or another checkpoint) predict again
-    other = run_inference(project, scratch, pid, probabilities=True, crop_size=16, **QUIET)
+    other = run_inference(
+        scratch, pid, **_inputs(project), probabilities=True, crop_size=16, **QUIET
+    )
     assert other.predicted == 9
 
 
@@ -105,7 +118,7 @@ def test_windows_not_built_are_skipped(built):
     project, scratch, pid = built
     first = list_windows(scratch, pid)[0]
     (first.layers_dir / COMPLETE_MARKER).unlink()
-    result = run_inference(project, scratch, pid, **QUIET)
+    result = run_inference(scratch, pid, **_inputs(project), **QUIET)
     assert result.not_built == [first.name] and result.predicted == 8
     assert not first.output_paths()
 
@@ -114,7 +127,7 @@ def test_overlapping_crops_reproduce_an_input_band_without_seams(built):
     project, scratch, pid = built
     model = BandModel.load_for_inference(project.checkpoint_path)
     kwargs = {"crop_size": 16, "overlap": 8, "probabilities": True, "model": model, **QUIET}
-    run_inference(project, scratch, pid, **kwargs)
+    run_inference(scratch, pid, **_inputs(project), **kwargs)
     for w in list_windows(scratch, pid):
         inputs, _ = load_window_inputs(w, project.dataset_config)
         expected = model.normalizer("sentinel2_l2a", inputs["sentinel2_l2a"])[:, :, 0, 0]
@@ -126,7 +139,7 @@ def test_overlapping_crops_reproduce_an_input_band_without_seams(built):
 def test_a_constant_model_gives_a_constant_map(built):
     project, scratch, pid = built
     model = ConstantModel.load_for_inference(project.checkpoint_path)
-    run_inference(project, scratch, pid, crop_size=16, overlap=4, model=model, **QUIET)
+    run_inference(scratch, pid, **_inputs(project), crop_size=16, overlap=4, model=model, **QUIET)
     for w in list_windows(scratch, pid):
         classes, _ = read(w.outputs_dir / "output.tif")
         assert (classes == 1).all()
@@ -135,7 +148,7 @@ def test_a_constant_model_gives_a_constant_map(built):
 def test_classification_raster_and_vector(built, tmp_path):
     project, scratch, pid = built
     write_model_files(project.path, tmp_path / "encoder.pt", "classification", 3)
-    run_inference(project, scratch, pid, crop_size=16, **QUIET)
+    run_inference(scratch, pid, **_inputs(project), crop_size=16, **QUIET)
     for w in list_windows(scratch, pid):
         classes, _ = read(w.outputs_dir / "output.tif")
         assert classes.shape == (1, w.height, w.width) and len(np.unique(classes)) == 1
@@ -144,7 +157,7 @@ def test_classification_raster_and_vector(built, tmp_path):
     project.inference_results_config = InferenceResultsConfig(
         "VECTOR", results.classification_fields
     )
-    run_inference(project, scratch, pid, **QUIET)
+    run_inference(scratch, pid, **_inputs(project), **QUIET)
     w = list_windows(scratch, pid)[0]
     record = json.loads((w.outputs_dir / MARKER).read_text())
     assert record["outputs"] == ["output.geojson"]
@@ -160,7 +173,7 @@ def test_classification_raster_and_vector(built, tmp_path):
 def test_embeddings_at_token_resolution(built, tmp_path):
     project, scratch, pid = built
     write_model_files(project.path, tmp_path / "encoder.pt", "embedding")
-    run_inference(project, scratch, pid, crop_size=16, overlap=8, **QUIET)
+    run_inference(scratch, pid, **_inputs(project), crop_size=16, overlap=8, **QUIET)
     for w in list_windows(scratch, pid):
         emb, prof = read(w.outputs_dir / "output.tif")
         assert emb.shape == (16, w.height // 4, w.width // 4) and emb.dtype == np.float32
@@ -174,13 +187,13 @@ def test_modalities_the_model_cannot_read_are_an_error(built, tmp_path):
     enc = tiny_encoder(tmp_path / "landsat.pt", modalities=("landsat",))
     write_model_files(project.path, enc, "segmentation")
     with pytest.raises(ValueError, match="none of which the model reads"):
-        run_inference(project, scratch, pid, **QUIET)
+        run_inference(scratch, pid, **_inputs(project), **QUIET)
 
 
 @pytest.mark.slow
 def test_two_processes_share_the_windows(built):
     """devices=2 (DDP spawn, here on CPU): each rank predicts whole windows of its own."""
     project, scratch, pid = built
-    result = run_inference(project, scratch, pid, devices=2, crop_size=16, **QUIET)
+    result = run_inference(scratch, pid, **_inputs(project), devices=2, crop_size=16, **QUIET)
     assert result.predicted == 9
     assert all(w.output_paths() for w in list_windows(scratch, pid))

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from helios.data.sample import MaskedBatch, Sample
 from helios.evals.api import EvalSample
 from helios.evals.embed import EvalCollate
-from helios.runner.model import CHECKPOINT_KEY, RunnerModel, read_model_yaml
+from helios.runner.predict.model import CHECKPOINT_KEY, RunnerModel, read_model_yaml
 from tests.runner.data.model import tiny_encoder, write_model_files
 
 SIZE = 16

@@ -5,14 +5,14 @@ from datetime import datetime, timezone
 import pytest
 from shapely.geometry import Point, box
 
-from helios.runner.geometry import (
+from helios.runner.core.geometry import (
     Projection,
     RequestFeature,
     WindowSpec,
     reproject_geometry,
     utm_crs,
 )
-from helios.runner.partitioners import (
+from helios.runner.partition.partitioners import (
     BUILTIN_PARTITIONERS,
     FixedWindowPartitioner,
     GridPartitioner,

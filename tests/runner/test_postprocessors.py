@@ -20,8 +20,8 @@ from helios.runner import (
     write_window_geojson,
     write_window_output,
 )
-from helios.runner.geometry import Projection, WindowSpec
-from helios.runner.postprocessors import BUILTIN_POSTPROCESSORS, STAGES, supports
+from helios.runner.core.geometry import Projection, WindowSpec
+from helios.runner.postprocess.postprocessors import BUILTIN_POSTPROCESSORS, STAGES, supports
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 T1 = datetime(2024, 2, 1, tzinfo=timezone.utc)
@@ -287,7 +287,7 @@ def test_sparse_windows_leave_empty_blocks_unwritten(tmp_path):
 
 def test_small_results_get_small_tiles_and_quicklooks_read_one_band(tmp_path):
     """A 52 px, 128-band result must not be padded to 512 px tiles (128 MiB per write)."""
-    from helios.runner.mosaic import tile_size
+    from helios.runner.postprocess.mosaic import tile_size
 
     assert tile_size(50, 40) == 128 and tile_size(200, 20) == 256 and tile_size(600, 20) == 512
     windows = grid_windows(tmp_path, n=2, size=24, overlap=2)

@@ -14,8 +14,8 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from helios.cli import main
 from helios.runner import list_partitions, list_windows
-from helios.runner.mosaic import tile_size
-from helios.runner.predict import InferenceOptions, PredictRunner
+from helios.runner.postprocess.mosaic import tile_size
+from helios.runner.predict_runner import InferenceOptions, PredictRunner
 from tests.runner.data.model import tiny_encoder, write_model_files
 from tests.runner.data.project import (
     ORIGIN,

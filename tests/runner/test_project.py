@@ -18,8 +18,8 @@ from helios.runner import (
     load_project,
     partition,
 )
-from helios.runner.geometry import Projection
-from helios.runner.windows import list_windows
+from helios.runner.core.geometry import Projection
+from helios.runner.core.windows import list_windows
 from tests.runner.data.project import (
     ORIGIN,
     box_lonlat,
@@ -139,7 +139,7 @@ def test_upstream_files_load_unchanged(project_dir, text):
         "olmoearth_run.runner.tools.partitioners.fixed_window_partitioner.FixedWindowPartitioner",
         "olmoearth_run.tools.partitioners.fixed_window_partitioner.FixedWindowPartitioner",
         "FixedWindowPartitioner",
-        "helios.runner.partitioners.FixedWindowPartitioner",
+        "helios.runner.partition.partitioners.FixedWindowPartitioner",
     ],
 )
 def test_class_path_forms_resolve_to_helios(project_dir, path):
@@ -209,8 +209,8 @@ def test_user_plugin_partitioner_from_outside_the_package(project_dir, tmp_path,
     plugin.write_text(
         textwrap.dedent(
             '''
-            from helios.runner.geometry import WindowSpec, to_pixels, window_projection
-            from helios.runner.partitioners import Partition, Partitioner
+            from helios.runner.core.geometry import WindowSpec, to_pixels, window_projection
+            from helios.runner.partition.partitioners import Partition, Partitioner
 
 
             class CentroidPartitioner(Partitioner):
@@ -244,7 +244,7 @@ def test_user_plugin_partitioner_from_outside_the_package(project_dir, tmp_path,
     set_yaml(project_dir, config)
     p = load_project(project_dir)
     assert isinstance(p.window_preparer, Partitioner)
-    (pid,) = partition(p, tmp_path / "scratch")
+    (pid,) = partition(p.requests, p.partitioner, p.window_preparer, tmp_path / "scratch")
     (w,) = list_windows(tmp_path / "scratch", pid)
     assert (w.width, w.height) == (12, 12)
 
@@ -254,7 +254,8 @@ def test_user_plugin_partitioner_from_outside_the_package(project_dir, tmp_path,
     set_yaml(project_dir, config)
     (msg,) = problems(project_dir)
     assert (
-        "is not a Partitioner" in msg and "subclass helios.runner.partitioners.Partitioner" in msg
+        "is not a Partitioner" in msg
+        and "subclass helios.runner.partition.partitioners.Partitioner" in msg
     )
 
 
@@ -354,15 +355,15 @@ def test_window_grid_must_be_in_pixels(project_dir):
 def test_partition_is_idempotent_and_resumes(project_dir, tmp_path):
     p = load_project(project_dir)
     scratch = tmp_path / "scratch"
-    ids = partition(p, scratch)
+    ids = partition(p.requests, p.partitioner, p.window_preparer, scratch)
     files = sorted(scratch.rglob("*.json"))
     stamps = {f: f.stat().st_mtime_ns for f in files}
-    assert partition(p, scratch) == ids
+    assert partition(p.requests, p.partitioner, p.window_preparer, scratch) == ids
     assert {f: f.stat().st_mtime_ns for f in sorted(scratch.rglob("*.json"))} == stamps
     # killed before the partition was complete: partition.json and a window are missing
     (scratch / "partitions" / ids[0] / "partition.json").unlink()
     victim = list((scratch / "partitions" / ids[0] / "windows").iterdir())[0]
     (victim / "window.json").unlink()
-    assert partition(p, scratch) == ids
+    assert partition(p.requests, p.partitioner, p.window_preparer, scratch) == ids
     assert sorted(scratch.rglob("*.json")) == files
     assert len(list_windows(scratch, ids[0])) == 9

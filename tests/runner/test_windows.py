@@ -8,8 +8,8 @@ import pytest
 import rasterio
 
 from helios.runner import RequestFeature, Window, write_window_output
-from helios.runner.geometry import Projection, RequestError, WindowSpec, parse_time
-from helios.runner.windows import load_window
+from helios.runner.core.geometry import Projection, RequestError, WindowSpec, parse_time
+from helios.runner.core.windows import load_window
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 T1 = datetime(2024, 2, 1, tzinfo=timezone.utc)

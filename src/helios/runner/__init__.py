@@ -1,40 +1,56 @@
-"""The prediction runner: project folder -> partitions -> windows -> inputs -> results.
+"""The runner: project folder -> partitions -> windows -> inputs -> predictions -> maps.
 
-See docs/runner.md. The steps are `partition`, `build_dataset`, inference (in
-`helios.runner.inference`), `postprocess_partition` and `combine`; each can be killed and
-re-run.
+See docs/runner.md and docs/architecture.md. Subpackages follow the steps a user runs:
+`project` (loading, validation), `partition`, `materialize` (the build step: data sources),
+`predict` (model, inference, outputs), `postprocess` and `finetune` (window preparation,
+labeled data); `core` holds what they share. `PredictRunner` and `FineTuneRunner` run the
+steps of a project in order; each step can be killed and re-run.
 """
 
-from helios.runner.dataset_builder import BuildError, BuildResult, build_dataset
-from helios.runner.dataset_config import DatasetConfig, LayerConfig, QueryConfig
-from helios.runner.geometry import Projection, RequestError, RequestFeature, WindowSpec
-from helios.runner.mosaic import taper_weights
-from helios.runner.partitioners import (
+from helios.runner.core.geometry import Projection, RequestError, RequestFeature, WindowSpec
+from helios.runner.core.rasters import taper_weights
+from helios.runner.core.windows import Window, list_partitions, list_windows
+from helios.runner.finetune_runner import FineTuneError, FineTuneRunner
+from helios.runner.materialize import (
+    BuildError,
+    BuildResult,
+    DatasetConfig,
+    DataSource,
+    LayerConfig,
+    LocalFiles,
+    QueryConfig,
+    StacItems,
+    build_dataset,
+    load_window_inputs,
+)
+from helios.runner.partition import (
     FixedWindowPartitioner,
     GridPartitioner,
     NoopPartitioner,
     Partition,
     Partitioner,
     ReprojectionPartitioner,
+    partition,
 )
-from helios.runner.postprocessors import (
+from helios.runner.postprocess import (
     CombineGeojson,
     CombineGeotiff,
     LinearValueTransform,
     NoopRaster,
     NoopVector,
     Postprocessor,
+    combine,
+    postprocess_partition,
 )
-from helios.runner.project import InferenceResultsConfig, Project, ProjectError, load_project
-from helios.runner.sources import DataSource, LocalFiles, StacItems
-from helios.runner.steps import combine, list_partitions, partition, postprocess_partition
-from helios.runner.windows import (
-    Window,
-    list_windows,
-    load_window_inputs,
+from helios.runner.predict import (
+    InferenceResultsConfig,
+    RunnerModel,
+    run_inference,
     write_window_geojson,
     write_window_output,
 )
+from helios.runner.predict_runner import InferenceOptions, PredictReport, PredictRunner
+from helios.runner.project import Project, ProjectError, load_project
 
 __all__ = [
     "BuildError",
@@ -43,8 +59,11 @@ __all__ = [
     "CombineGeotiff",
     "DataSource",
     "DatasetConfig",
+    "FineTuneError",
+    "FineTuneRunner",
     "FixedWindowPartitioner",
     "GridPartitioner",
+    "InferenceOptions",
     "InferenceResultsConfig",
     "LayerConfig",
     "LinearValueTransform",
@@ -55,6 +74,8 @@ __all__ = [
     "Partition",
     "Partitioner",
     "Postprocessor",
+    "PredictReport",
+    "PredictRunner",
     "Project",
     "ProjectError",
     "Projection",
@@ -62,6 +83,7 @@ __all__ = [
     "ReprojectionPartitioner",
     "RequestError",
     "RequestFeature",
+    "RunnerModel",
     "StacItems",
     "Window",
     "WindowSpec",
@@ -73,6 +95,7 @@ __all__ = [
     "load_window_inputs",
     "partition",
     "postprocess_partition",
+    "run_inference",
     "taper_weights",
     "write_window_geojson",
     "write_window_output",

@@ -103,13 +103,13 @@ def add_run_commands(groups: Any) -> Any:
 
 def partition_ids(args: argparse.Namespace) -> list[str]:
     """The partitions a command works on: `--partition-ids`, else all."""
-    from helios.runner.steps import list_partitions
+    from helios.runner.core.windows import list_partitions
 
     return list(args.partition_ids) if args.partition_ids else list_partitions(args.scratch)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from helios.runner.project import load_project
+    from helios.runner.project.load import load_project
 
     project = load_project(args.project, check_imagery=not args.skip_imagery)
     layers = [la.name for la in project.dataset_config.input_layers()]
@@ -121,32 +121,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_partition(args: argparse.Namespace) -> int:
-    from helios.runner.project import load_project
-    from helios.runner.steps import partition
-    from helios.runner.windows import list_windows
+def _runner(args: argparse.Namespace, check_imagery: bool = True) -> Any:
+    from helios.runner.predict_runner import PredictRunner
 
-    project = load_project(args.project)
-    ids = partition(project, args.scratch)
+    runner = PredictRunner(
+        args.project, args.scratch, progress=not getattr(args, "no_progress", False)
+    )
+    runner.check_imagery = check_imagery
+    return runner
+
+
+def _cmd_partition(args: argparse.Namespace) -> int:
+    from helios.runner.core.windows import list_windows
+
+    ids = _runner(args).partition()
     n = sum(len(list_windows(args.scratch, pid)) for pid in ids)
     print(f"{len(ids)} partitions, {n} windows in {args.scratch}")
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from helios.runner.dataset_builder import BuildError, build_dataset
-    from helios.runner.project import load_project
+    from helios.runner.materialize.builder import BuildError
 
-    project = load_project(args.project)
+    runner = _runner(args)
+    runner.workers, runner.min_success_rate = args.workers, args.min_success_rate
     try:
-        result = build_dataset(
-            project,
-            args.scratch,
-            partition_ids(args),
-            workers=args.workers,
-            min_success_rate=args.min_success_rate,
-            progress=not args.no_progress,
-        )
+        result = runner.build_dataset(partition_ids(args))
     except BuildError as err:
         print(f"helios: error: {err}", file=sys.stderr)
         return 1
@@ -155,24 +155,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_postprocess(args: argparse.Namespace) -> int:
-    from helios.runner.project import load_project
-    from helios.runner.steps import postprocess_partition
-
-    project = load_project(args.project, check_imagery=False)
-    n = 0
-    for pid in partition_ids(args):
-        n += len(postprocess_partition(project, args.scratch, pid))
+    runner = _runner(args, check_imagery=False)
+    n = sum(len(runner.postprocess(pid)) for pid in partition_ids(args))
     print(f"{n} partition results")
     return 0
 
 
 def _cmd_combine(args: argparse.Namespace) -> int:
-    from helios.runner.project import load_project
-    from helios.runner.steps import combine
-
-    project = load_project(args.project, check_imagery=False)
-    results = combine(project, args.scratch, partition_ids(args))
-    for path in results:
+    for path in _runner(args, check_imagery=False).combine(partition_ids(args)):
         print(path)
     return 0
 
@@ -189,13 +179,13 @@ def _step_list(allowed: Sequence[str], text: str) -> list[str]:
 
 
 def _finetune_steps(text: str) -> list[str]:
-    from helios.runner.finetune import STEPS  # imported late: keeps `helios --help` light
+    from helios.runner.finetune_runner import STEPS  # imported late: keeps `helios --help` light
 
     return _step_list(STEPS, text)
 
 
 def _predict_steps(text: str) -> list[str]:
-    from helios.runner.predict import STEPS
+    from helios.runner.predict_runner import STEPS
 
     return _step_list(STEPS, text)
 
@@ -230,8 +220,8 @@ def add_finetune_command(sub: Any) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from helios.runner.dataset_builder import BuildError
-    from helios.runner.finetune import FineTuneError, FineTuneRunner
+    from helios.runner.finetune_runner import FineTuneError, FineTuneRunner
+    from helios.runner.materialize.builder import BuildError
 
     runner = FineTuneRunner(args.project, args.scratch, args.encoder)
     devices = int(args.devices) if args.devices and args.devices.isdigit() else args.devices
@@ -297,8 +287,8 @@ def add_predict_command(sub: Any) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from helios.runner.dataset_builder import BuildError
-    from helios.runner.predict import InferenceOptions, PredictRunner
+    from helios.runner.materialize.builder import BuildError
+    from helios.runner.predict_runner import InferenceOptions, PredictRunner
 
     options = InferenceOptions(
         batch_size=args.batch_size,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pyproj import Transformer
 
-from helios.runner.geometry import utm_crs
+from helios.runner.core.geometry import utm_crs
 
 TIME = "2024-02-24 05:57:00+00:00"
 """Real exports often carry start == end (a single annotation time)."""

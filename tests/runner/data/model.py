@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from helios.data.normalize import Normalizer
-from helios.runner.model import RunnerModel, RunnerTask
+from helios.runner.predict.model import RunnerModel, RunnerTask
 from helios.train.export import EncoderConfig, export_encoder
 
 MODALITIES = ("sentinel2_l2a", "sentinel2")
@@ -37,6 +37,8 @@ def write_model_files(
         project / "checkpoint.ckpt", encoder_path, task, num_classes, class_names
     )
     init_args = {"encoder_path": str(encoder_path), "task": task, "num_classes": num_classes}
-    model = {"model": {"class_path": "helios.runner.model.RunnerModel", "init_args": init_args}}
+    model = {
+        "model": {"class_path": "helios.runner.predict.model.RunnerModel", "init_args": init_args}
+    }
     (project / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
     return project

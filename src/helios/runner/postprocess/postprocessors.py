@@ -1,0 +1,288 @@
+"""Postprocessors: what happens to model outputs per window, per partition and per dataset.
+
+The three stages mirror the upstream runner:
+
+- `process_window(window, outputs) -> list[Path]` after inference on one window;
+- `process_partition(window_results, output_dir) -> list[Path]` over a partition's windows;
+- `process_dataset(partition_results, output_dir) -> list[Path]` over every partition.
+
+Each returns the files it produced (or passed through). Write your own by subclassing
+`Postprocessor` and naming it by `class_path` in olmoearth_run.yaml (docs/runner.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from helios.runner.core.fsutil import atomic_path, clean_tmp_files, read_json
+from helios.runner.core.windows import Window
+from helios.runner.postprocess.mosaic import (
+    RasterInfo,
+    existing_signature,
+    mosaic,
+    output_signature,
+    raster_info,
+)
+
+STAGES = ("process_window", "process_partition", "process_dataset")
+
+
+class Postprocessor:
+    """Base class of postprocessors; subclasses implement the stages they support.
+
+    Subclasses take typed keyword arguments in `__init__` (they become `init_args`) and
+    must not use `**kwargs`. Outputs must be written atomically and re-runs must skip
+    finished work, so that every stage can be killed and resumed.
+    """
+
+    def process_window(self, window: Window, outputs: list[Path]) -> list[Path]:
+        """Postprocess one window's outputs; returns the files passed on to the partition."""
+        raise NotImplementedError(f"{type(self).__name__} does not process windows")
+
+    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
+        """Combine a partition's window results into `output_dir`; returns the results."""
+        raise NotImplementedError(f"{type(self).__name__} does not process partitions")
+
+    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
+        """Combine every partition's results into `output_dir`; returns the final results."""
+        raise NotImplementedError(f"{type(self).__name__} does not process datasets")
+
+
+@dataclass
+class Postprocessors:
+    """The three postprocessing strategies."""
+
+    process_window: Postprocessor
+    process_partition: Postprocessor
+    process_dataset: Postprocessor
+
+
+def supports(postprocessor: Postprocessor, stage: str) -> bool:
+    """Whether `postprocessor` implements `stage` (one of `STAGES`)."""
+    return getattr(type(postprocessor), stage) is not getattr(Postprocessor, stage)
+
+
+class NoopRaster(Postprocessor):
+    """Pass results through unchanged at every stage."""
+
+    def process_window(self, window: Window, outputs: list[Path]) -> list[Path]:
+        """Return the window's outputs."""
+        return list(outputs)
+
+    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
+        """Return the window results."""
+        return list(window_results)
+
+    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
+        """Return the partition results."""
+        return list(partition_results)
+
+
+class NoopVector(NoopRaster):
+    """Pass results through unchanged at every stage (vector outputs)."""
+
+
+@dataclass(frozen=True)
+class LinearValueTransform:
+    """output = scale * input + offset, optionally cast (clipped) to `output_dtype`."""
+
+    type: Literal["linear"] = "linear"
+    scale: float = 1.0
+    offset: float = 0.0
+    output_dtype: Literal["uint8", "int16", "int32", "float32"] | None = None
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Transform values (the cast happens when the block is written)."""
+        return data * self.scale + self.offset
+
+
+def _crs_tag(crs: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]", "", crs).lower()
+
+
+class CombineGeotiff(Postprocessor):
+    """Merge raster results into Cloud-Optimized GeoTIFFs, one per output name and CRS.
+
+    Overlapping windows blend with feathered weights (see helios.runner.postprocess.mosaic),
+    so no seams show; class maps take the class of the most central window. Each result gets a
+    `.weights.tif` sidecar (for the next stage) and a `.png` quicklook. Non-GeoTIFF inputs
+    pass through.
+    """
+
+    def __init__(
+        self,
+        max_pixels_per_dimension: int | None = None,
+        nodata_value: float | None = None,
+        value_transform: LinearValueTransform | None = None,
+        blend_pixels: int | None = None,
+        quicklook: bool = True,
+    ) -> None:
+        """Create the postprocessor.
+
+        Args:
+            max_pixels_per_dimension: Split each mosaic into tiles of at most this many
+                pixels per side (aligned to a grid of that size); default: one file per CRS.
+            nodata_value: Output nodata; default NaN for float results, else the inputs' or 0.
+            value_transform: Applied to the merged values (e.g. scale to uint8).
+            blend_pixels: Width of the feathered edge of each window; default a quarter
+                of the window's shorter side.
+            quicklook: Write a PNG quicklook beside each result.
+
+        """
+        if max_pixels_per_dimension is not None and max_pixels_per_dimension < 1:
+            raise ValueError("max_pixels_per_dimension must be positive")
+        self.max_pixels_per_dimension = max_pixels_per_dimension
+        self.nodata_value = nodata_value
+        self.value_transform = value_transform
+        self.blend_pixels = blend_pixels
+        self.quicklook = quicklook
+
+    def __repr__(self) -> str:
+        return (
+            f"CombineGeotiff({self.max_pixels_per_dimension}, {self.nodata_value}, "
+            f"{self.value_transform}, {self.blend_pixels}, {self.quicklook})"
+        )
+
+    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
+        """Merge the partition's window rasters."""
+        return self.combine(window_results, output_dir)
+
+    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
+        """Merge every partition's rasters."""
+        return self.combine(partition_results, output_dir)
+
+    def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
+        """Merge the .tif inputs by (output name, CRS, pixel size); others pass through."""
+        output_dir.mkdir(parents=True, exist_ok=True)
+        clean_tmp_files(output_dir)
+        for p in output_dir.glob(".*.staging.tif"):
+            p.unlink()
+        groups: dict[tuple[str, str, float, int], list[RasterInfo]] = defaultdict(list)
+        passed = [p for p in inputs if p.suffix != ".tif"]
+        for path in sorted(p for p in inputs if p.suffix == ".tif"):
+            info = raster_info(path)
+            groups[(info.name, info.crs, round(info.res, 9), info.count)].append(info)
+        results: list[Path] = []
+        for (name, crs, res, count), infos in sorted(groups.items()):
+            stem = f"{name}_{_crs_tag(crs)}"
+            if sum(k[:2] == (name, crs) for k in groups) > 1:  # same name, other grids
+                stem += f"_{res:g}m_{count}b"
+            for bounds, suffix in self._tiles(infos):
+                results.append(self._merge(infos, bounds, output_dir / f"{stem}{suffix}.tif"))
+        return results + passed
+
+    def _tiles(self, infos: list[RasterInfo]) -> list[tuple[tuple[int, int, int, int], str]]:
+        res_x, res_y = infos[0].transform.a, infos[0].transform.e
+        c0 = min(round(i.transform.c / res_x) for i in infos)
+        r0 = min(round(i.transform.f / res_y) for i in infos)
+        c1 = max(round(i.transform.c / res_x) + i.width for i in infos)
+        r1 = max(round(i.transform.f / res_y) + i.height for i in infos)
+        n = self.max_pixels_per_dimension
+        if n is None:
+            return [((c0, r0, c1, r1), "")]
+        tiles = []
+        for ti in range(math.floor(c0 / n), math.ceil(c1 / n)):
+            for tj in range(math.floor(r0 / n), math.ceil(r1 / n)):
+                b = (max(c0, ti * n), max(r0, tj * n), min(c1, (ti + 1) * n), min(r1, (tj + 1) * n))
+                if any(self._touches(i, b, res_x, res_y) for i in infos):
+                    tiles.append((b, f"_{ti}_{tj}"))
+        return tiles
+
+    @staticmethod
+    def _touches(info: RasterInfo, b: tuple[int, int, int, int], rx: float, ry: float) -> bool:
+        c, r = round(info.transform.c / rx), round(info.transform.f / ry)
+        return c < b[2] and c + info.width > b[0] and r < b[3] and r + info.height > b[1]
+
+    def _merge(self, infos: list[RasterInfo], bounds: tuple[int, ...], out: Path) -> Path:
+        hit = [
+            i
+            for i in infos
+            if self._touches(i, bounds, i.transform.a, i.transform.e)  # type: ignore[arg-type]
+        ]
+        paths = [i.path for i in hit] + [
+            wp for i in hit if (wp := i.weights_path()) is not None and wp.exists()
+        ]
+        signature = output_signature(paths, (self, bounds))
+        done = existing_signature(out) == signature
+        if done and (not self.quicklook or out.with_suffix(".png").exists()):
+            return out
+        vt = self.value_transform
+        return mosaic(
+            hit,
+            out,
+            bounds=bounds,  # type: ignore[arg-type]
+            blend_pixels=self.blend_pixels,
+            nodata_value=self.nodata_value,
+            transform_values=vt.apply if vt else None,
+            dtype=vt.output_dtype if vt else None,
+            signature=signature,
+            quicklook=self.quicklook,
+        )
+
+
+class CombineGeojson(Postprocessor):
+    """Concatenate GeoJSON results into one FeatureCollection per output name.
+
+    Features keep their properties (window outputs carry a `window` property). Non-GeoJSON
+    inputs pass through.
+    """
+
+    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
+        """Combine the partition's window GeoJSON files."""
+        return self.combine(window_results, output_dir)
+
+    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
+        """Combine every partition's GeoJSON files."""
+        return self.combine(partition_results, output_dir)
+
+    def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
+        """Write `<name>.geojson` per input name, streaming features (bounded memory)."""
+        output_dir.mkdir(parents=True, exist_ok=True)
+        clean_tmp_files(output_dir)
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for p in sorted(inputs):
+            if p.suffix == ".geojson":
+                groups[p.stem].append(p)
+        results = []
+        for name, paths in sorted(groups.items()):
+            out = output_dir / f"{name}.geojson"
+            signature = output_signature(paths, "CombineGeojson")
+            if not (out.exists() and _geojson_signature(out) == signature):
+                self._write(paths, out, signature)
+            results.append(out)
+        return results + [p for p in inputs if p.suffix != ".geojson"]
+
+    @staticmethod
+    def _write(paths: list[Path], out: Path, signature: str) -> None:
+        with atomic_path(out) as tmp, open(tmp, "w") as f:
+            head = {"type": "FeatureCollection", "helios_inputs": signature}
+            f.write(json.dumps(head)[:-1] + ', "features": [\n')
+            first = True
+            for p in paths:
+                for feature in read_json(p).get("features", []):
+                    f.write(("" if first else ",\n") + json.dumps(feature))
+                    first = False
+            f.write("\n]}\n")
+
+
+def _geojson_signature(path: Path) -> str | None:
+    with open(path) as f:
+        head = f.readline()
+    m = re.search(r'"helios_inputs": "([0-9a-f]+)"', head)
+    return m.group(1) if m else None
+
+
+BUILTIN_POSTPROCESSORS: tuple[type[Postprocessor], ...] = (
+    NoopRaster,
+    NoopVector,
+    CombineGeotiff,
+    CombineGeojson,
+)
