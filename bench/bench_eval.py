@@ -16,7 +16,7 @@ import torch
 
 from helios.evals.embed import extract_embeddings
 from helios.evals.tasks import build_task
-from helios.train.export import load_encoder
+from helios.nn.export import load_encoder
 
 
 def main() -> None:

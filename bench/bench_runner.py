@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from helios.data.normalize import Normalizer
-from helios.train.export import EncoderConfig, export_encoder
+from helios.nn.export import EncoderConfig, export_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("partition", "build", "inference", "postprocess", "combine")

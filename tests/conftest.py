@@ -19,7 +19,7 @@ def tiny_encoder_file(tmp_path_factory):
     import torch
 
     from helios.data.normalize import Normalizer
-    from helios.train.export import EncoderConfig, export_encoder
+    from helios.nn.export import EncoderConfig, export_encoder
 
     torch.manual_seed(0)
     config = EncoderConfig(embed_dim=32, depth=2, num_heads=4)

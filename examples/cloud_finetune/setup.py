@@ -305,7 +305,7 @@ def model_yaml(encoder: Path, max_epochs: int) -> dict[str, Any]:
 def random_encoder(path: Path, demo: Path, seed: int = 0) -> Path:
     """A random-init nano encoder (configs/model/nano.yaml) normalized with the demo stats."""
     from helios.data.normalize import Normalizer, NormStats
-    from helios.train.export import EncoderConfig, export_encoder
+    from helios.nn.export import EncoderConfig, export_encoder
 
     torch.manual_seed(seed)
     config = EncoderConfig(embed_dim=128, depth=4, num_heads=8, max_patch_size=8)

@@ -15,13 +15,13 @@ import yaml
 
 from helios.cli import main
 from helios.data.modalities import MISSING_VALUE
+from helios.nn.export import load_encoder
 from helios.runner import build_dataset, load_project, load_window_inputs
 from helios.runner.finetune import list_labeled_windows, load_labeled_window
 from helios.runner.finetune import prepare_labeled_windows as prepare
 from helios.runner.finetune.labeled_data import LabeledWindowDataModule
 from helios.runner.finetune_runner import FineTuneError, FineTuneRunner
 from helios.runner.predict.model import RunnerModel
-from helios.train.export import load_encoder
 from tests.runner.data.annotations import polygon_export
 from tests.runner.data.model import tiny_encoder
 from tests.runner.data.project import default_run_config, make_project, to_lonlat

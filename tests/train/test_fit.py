@@ -13,7 +13,7 @@ import yaml
 
 from helios.cli import main
 from helios.data.synthetic import make_synthetic_dataset
-from helios.train.export import load_encoder
+from helios.nn.export import load_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"

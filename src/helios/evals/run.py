@@ -107,7 +107,7 @@ class EvalConfig:
 def load_model(spec: ModelSpec) -> tuple[Encoder, Normalizer, int]:
     """The encoder, its own normalization and its default patch size."""
     if spec.kind in ("helios", "helios-random"):
-        from helios.train.export import load_encoder
+        from helios.nn.export import load_encoder
 
         exported = load_encoder(spec.path)
         encoder = exported.encoder

@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from helios.train.export import export_encoder
+from helios.nn.export import export_encoder
 
 
 def measure_matmul_peak(

@@ -20,10 +20,10 @@ from torch import Tensor, nn
 
 from helios.data.sample import MaskedBatch, MaskValue
 from helios.nn.api import TokensAndMasks
+from helios.nn.export import EncoderConfig
 from helios.nn.losses import PixelHead, info_nce_loss, mae_loss, patch_discrimination_loss, patchify
 from helios.nn.patch_embed import TokenEmbedding
 from helios.nn.predictor import Predictor
-from helios.train.export import EncoderConfig
 
 
 def _gather(

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from helios.data.normalize import Normalizer
+from helios.nn.export import EncoderConfig, export_encoder
 from helios.runner.predict.model import RunnerModel, RunnerTask
-from helios.train.export import EncoderConfig, export_encoder
 
 MODALITIES = ("sentinel2_l2a", "sentinel2")
 

@@ -36,7 +36,7 @@ from helios.data.sample import MaskedBatch, MaskValue
 from helios.evals.api import TaskSpec
 from helios.evals.protocols import FineTune, LinearHead
 from helios.nn.api import Encoder, PoolMode, TokensAndMasks
-from helios.train.export import EncoderConfig, load_encoder
+from helios.nn.export import EncoderConfig, load_encoder
 
 RunnerTask = Literal["segmentation", "classification", "embedding"]
 CHECKPOINT_KEY = "helios_encoder"
@@ -88,7 +88,7 @@ class RunnerModel(FineTune):
         """Create the model.
 
         Args:
-            encoder_path: An exported encoder (`encoder.pt`, `helios.train.export`); its
+            encoder_path: An exported encoder (`encoder.pt`, `helios.nn.export`); its
                 normalizer and patch size are adopted. Leave out when loading a checkpoint.
             task: "segmentation" (per pixel), "classification" (per window or crop) or
                 "embedding" (per-patch embeddings; no head, not trainable).

@@ -96,7 +96,9 @@ def load_encoder(path: Path | str, map_location: str | torch.device = "cpu") -> 
         raise FileNotFoundError(f"{path}: no such encoder checkpoint")
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != "helios-encoder":
-        raise ValueError(f"{path}: not a Helios encoder checkpoint (use `helios export` on a run)")
+        raise ValueError(
+            f"{path}: not a Helios encoder checkpoint (a run exports one as <run dir>/encoder.pt)"
+        )
     for name, bands in payload["bands"].items():
         if list(get_modality(name).band_order) != list(bands):
             raise ValueError(f"{path}: bands of {name} differ from this Helios version's registry")
