@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from helios.data.datamodule import PretrainDataModule, plan_batch
-from helios.data.dataset import tokens_per_sample
+from helios.data.batching import plan_batch, tokens_per_sample
+from helios.data.datamodule import PretrainDataModule
 from helios.data.masking import SpaceMasking
 from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.sample import MaskedBatch, MaskValue

@@ -1,8 +1,9 @@
 """`PretrainDataModule`: H5 samples -> masked, collated `MaskedBatch`es for pretraining.
 
 Per batch the main process draws a patch size, a crop size (in tokens per side) and the number
-of timesteps that fits the token budget (`BatchPlan`). Workers load, crop, normalize and mask
-each sample under that plan; `collate_masked` stacks them. Every random choice derives from
+of timesteps that fits the token budget (`BatchPlan`). Workers load each sample and tokenize it
+under that plan (crop, normalize, mask: `SampleTokenizer`); `collate` stacks them (both in
+`helios.data.batching`). Every random choice derives from
 (seed, epoch, batch index, position in batch), so a run is reproducible for a seed whatever
 the number of workers, shards evenly across DDP ranks, and resumes mid-epoch from
 `state_dict()`.
@@ -14,7 +15,7 @@ batch sampler shards by rank itself (the Helios CLI sets this by default).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,46 +24,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from helios.data.dataset import (
+from helios.data.batching import (
     BatchPlan,
-    H5SampleDataset,
-    PretrainSampleTransform,
-    tokens_per_sample,
+    SampleTokenizer,
+    TokenizedSample,
+    collate,
+    plan_batch,
 )
+from helios.data.dataset import H5SampleDataset
 from helios.data.h5 import tune_allocator
 from helios.data.masking import MaskingStrategy, NoMasking, RandomMasking
 from helios.data.normalize import Normalizer, NormStats
-from helios.data.sample import MaskedBatch
 
 PlannedIndex = tuple[int, BatchPlan, int]
 """(dataset index, batch plan, position in the batch)."""
-
-
-def plan_batch(
-    rng: np.random.Generator,
-    modalities: Sequence[str],
-    sample_size: int,
-    patch_sizes: Sequence[int],
-    crop_tokens: tuple[int, int],
-    token_budget: int,
-    max_timesteps: int,
-) -> BatchPlan:
-    """Draw patch size and crop, then fit as many timesteps as the token budget allows."""
-    patch = int(rng.choice(np.asarray(patch_sizes)))
-    hi = min(crop_tokens[1], sample_size // patch)
-    lo = min(crop_tokens[0], hi)
-    if hi < 1:
-        raise ValueError(f"patch size {patch} does not fit a {sample_size} px sample")
-    side = int(rng.integers(lo, hi + 1))
-    # Shrink the crop until one timestep of every modality fits the budget.
-    while side > 1 and sum(tokens_per_sample(modalities, side, 1)) > token_budget:
-        side -= 1
-    static, per_step = tokens_per_sample(modalities, side, 1)
-    steps = max_timesteps if per_step == 0 else (token_budget - static) // per_step
-    steps = int(max(1, min(max_timesteps, steps)))
-    return BatchPlan(
-        patch_size=patch, crop_tokens=side, num_timesteps=steps, seed=int(rng.integers(2**62))
-    )
 
 
 class PlannedBatchSampler(Sampler[list[PlannedIndex]]):
@@ -139,48 +114,25 @@ class _EpochHook:
         self.owner.set_epoch(epoch)
 
 
-class PlannedDataset(Dataset[dict[str, Any]]):
-    """Applies `PretrainSampleTransform` to `H5SampleDataset` items under a batch plan."""
+class PlannedDataset(Dataset[TokenizedSample]):
+    """Tokenizes `H5SampleDataset` items under their batch plan."""
 
-    def __init__(
-        self, base: H5SampleDataset, transform: PretrainSampleTransform, seed: int
-    ) -> None:
+    def __init__(self, base: H5SampleDataset, tokenizer: SampleTokenizer, seed: int) -> None:
         self.base = base
-        self.transform = transform
+        self.tokenizer = tokenizer
         self.seed = seed
         self.fixed_plan: BatchPlan | None = None
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, item: PlannedIndex | int) -> dict[str, Any]:
+    def __getitem__(self, item: PlannedIndex | int) -> TokenizedSample:
         if isinstance(item, (int, np.integer)):  # plain indices: the fixed predict plan
             assert self.fixed_plan is not None
             item = (int(item), self.fixed_plan, int(item))
         index, plan, position = item
         rng = np.random.default_rng([plan.seed, position])
-        out = self.transform(self.base[index], plan, rng)
-        out["index"] = self.base.sample_index(index)
-        out["patch_size"] = plan.patch_size
-        return out
-
-
-def collate_masked(items: list[dict[str, Any]]) -> MaskedBatch:
-    """Stack transformed samples into a `MaskedBatch`."""
-    names = list(items[0]["data"])
-    data = {n: torch.from_numpy(np.stack([it["data"][n] for it in items])) for n in names}
-    views = [
-        {n: torch.from_numpy(np.stack([it["views"][v][n] for it in items])) for n in names}
-        for v in range(len(items[0]["views"]))
-    ]
-    return MaskedBatch(
-        data=data,
-        masks=views,
-        timestamps=torch.from_numpy(np.stack([it["timestamps"] for it in items]).astype(np.int64)),
-        latlon=torch.from_numpy(np.stack([it["latlon"] for it in items]).astype(np.float32)),
-        patch_size=int(items[0]["patch_size"]),
-        sample_ids=[int(it["index"]) for it in items],
-    )
+        return self.tokenizer(self.base[index], plan, rng, self.base.sample_index(index))
 
 
 class PretrainDataModule(L.LightningDataModule):
@@ -300,9 +252,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.setup()
         assert self._base is not None and self.modalities is not None
         base = self._base.subset(subset)
-        transform = PretrainSampleTransform(
-            self.modalities, self.normalizer, self.masking, self.num_views
-        )
+        tokenizer = SampleTokenizer(self.modalities, self.normalizer, self.masking, self.num_views)
         rank, world = self._rank_world()
         sampler = PlannedBatchSampler(
             len(base),
@@ -315,10 +265,10 @@ class PretrainDataModule(L.LightningDataModule):
             world_size=world,
         )
         loader = DataLoader(
-            PlannedDataset(base, transform, seed),
+            PlannedDataset(base, tokenizer, seed),
             batch_sampler=sampler,
             worker_init_fn=_worker_init,
-            collate_fn=collate_masked,
+            collate_fn=collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=False,
@@ -364,16 +314,16 @@ class PretrainDataModule(L.LightningDataModule):
         """
         self.setup()
         assert self._base is not None and self.modalities is not None
-        transform = PretrainSampleTransform(
+        tokenizer = SampleTokenizer(
             self.modalities, self.normalizer, NoMasking(), 1, center_crop=True
         )
-        dataset = PlannedDataset(self._base, transform, self.seed)
+        dataset = PlannedDataset(self._base, tokenizer, self.seed)
         dataset.fixed_plan = self._predict_plan(np.random.default_rng(0))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=False,
-            collate_fn=collate_masked,
+            collate_fn=collate,
             num_workers=self.num_workers,
         )
 

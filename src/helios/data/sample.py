@@ -1,5 +1,9 @@
 """The two types that cross from data/ to nn/: `Sample` (one tile) and `MaskedBatch`.
 
+`LabeledSample` pairs a `Sample` with its label: the item of every benchmark reader and of
+the runner's fine-tuning and prediction datasets, turned into batches by
+`helios.data.batching.LabeledCollate`.
+
 Array conventions (in memory, after loading an H5 sample):
 
 - `Sample.arrays[modality]` is the array as stored (source dtype, present timesteps only);
@@ -127,6 +131,19 @@ class Sample:
         if spec.nodata is not None:
             out[out == spec.nodata] = MISSING_VALUE
         return out
+
+
+@dataclass
+class LabeledSample:
+    """A `Sample` and its label.
+
+    `label` is an int64 scalar (classification), float32 [num_classes] multi-hot (multilabel)
+    or int64 [H, W] on the sample's 10 m grid (segmentation), which is cropped and padded with
+    the imagery.
+    """
+
+    sample: Sample
+    label: np.ndarray
 
 
 @dataclass

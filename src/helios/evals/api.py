@@ -1,10 +1,11 @@
 """What every downstream benchmark offers: a task description and labelled `Sample`s.
 
-A benchmark reader maps its bands onto Helios modalities by name. Each item is an `EvalSample`:
-a `Sample` whose arrays are float32 raw values (not normalized) in the H5 layout ([H, W, T, C],
-[H, W, C] or [T, C], bands in registry order), with `MISSING_VALUE` for every band the benchmark
-lacks (never zeros), and a label. Normalization is applied later by the protocol, from the
-checkpoint's stats or from `EvalDataset.stats()` (the benchmark's own).
+A benchmark reader maps its bands onto Helios modalities by name. Each item is an `EvalSample`
+(`helios.data.sample.LabeledSample`): a `Sample` whose arrays are float32 raw values (not
+normalized) in the H5 layout ([H, W, T, C], [H, W, C] or [T, C], bands in registry order), with
+`MISSING_VALUE` for every band the benchmark lacks (never zeros), and a label. Normalization is
+applied later by the protocol, from the checkpoint's stats or from `EvalDataset.stats()` (the
+benchmark's own).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from helios.data.normalize import NormStats
-from helios.data.sample import Sample
+from helios.data.sample import LabeledSample
 
 TaskKind = Literal["classification", "multilabel", "segmentation"]
 Split = Literal["train", "val", "test"]
@@ -39,19 +39,12 @@ class TaskSpec:
     """Segmentation label value that is not scored."""
 
 
-@dataclass
-class EvalSample:
-    """One labelled sample: `sample.arrays` are float32 raw values (see module docstring).
-
-    `label` is an int64 scalar (classification), float32 [num_classes] multi-hot (multilabel)
-    or int64 [H, W] on the 10 m grid of the sample (segmentation).
-    """
-
-    sample: Sample
-    label: np.ndarray
+EvalSample = LabeledSample
+"""A benchmark item: `sample.arrays` are float32 raw values (see module docstring); `label` as
+in `LabeledSample`."""
 
 
-class EvalDataset(Dataset[EvalSample], ABC):
+class EvalDataset(Dataset[LabeledSample], ABC):
     """A benchmark split, read from the benchmark's own on-disk format."""
 
     task: TaskSpec
@@ -61,7 +54,7 @@ class EvalDataset(Dataset[EvalSample], ABC):
     def __len__(self) -> int: ...
 
     @abstractmethod
-    def __getitem__(self, index: int) -> EvalSample: ...
+    def __getitem__(self, index: int) -> LabeledSample: ...
 
     @abstractmethod
     def stats(self) -> NormStats:

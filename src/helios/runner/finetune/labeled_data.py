@@ -3,8 +3,9 @@
 The windows `prepare_labeled_windows` made and `build_dataset` materialized
 (`scratch/labeled/partitions/<group>/windows/<w>/`) are read per split with
 `load_window_inputs` (the model inputs) and `load_labeled_window` (the label), cut into
-square crops of `crop_size` 10 m pixels, normalized and tokenized for the model into an
-unmasked `MaskedBatch`, and paired with their labels:
+square crops of `crop_size` 10 m pixels as `LabeledSample`s, then normalized and tokenized for
+the model into an unmasked `MaskedBatch` paired with their labels
+(`helios.data.batching.LabeledCollate`, `fit="pad"`):
 
 - segmentation (raster labels): int64 [B, crop, crop], the label's nodata and pixels off the
   window set to `ignore_index`;
@@ -31,12 +32,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from helios.data.datamodule import collate_masked
-from helios.data.dataset import BatchPlan, PretrainSampleTransform
-from helios.data.masking import NoMasking
+from helios.data.batching import LabeledCollate, cut_square
 from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.normalize import Normalizer
-from helios.data.sample import MaskedBatch, Sample
+from helios.data.sample import LabeledSample, Sample
 from helios.runner.core.geometry import reproject_geometry
 from helios.runner.core.windows import Window
 from helios.runner.finetune import list_labeled_windows, load_labeled_window
@@ -60,17 +59,6 @@ def _resize_nearest(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     return arr[rows[:, None], cols[None, :]]
 
 
-def _cut(arr: np.ndarray, y0: int, x0: int, size: int, fill: float) -> np.ndarray:
-    """`arr[y0:y0+size, x0:x0+size]`, `fill` where the square leaves the array."""
-    out = np.full((size, size, *arr.shape[2:]), fill, dtype=arr.dtype)
-    h, w = arr.shape[:2]
-    ys, xs = max(0, y0), max(0, x0)
-    ye, xe = min(h, y0 + size), min(w, x0 + size)
-    if ye > ys and xe > xs:
-        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = arr[ys:ye, xs:xe]
-    return out
-
-
 def window_latlon(window: Window) -> np.ndarray:
     """float32 [2]: (lat, lon) of the window centre."""
     from shapely.geometry import Point
@@ -80,8 +68,8 @@ def window_latlon(window: Window) -> np.ndarray:
     return np.array([p.y, p.x], dtype=np.float32)
 
 
-class LabeledWindowDataset(Dataset[tuple[Sample, np.ndarray]]):
-    """One split of the labeled windows, as (Sample cropped to a square, label) items."""
+class LabeledWindowDataset(Dataset[LabeledSample]):
+    """One split of the labeled windows, as `LabeledSample`s cropped to a square."""
 
     def __init__(
         self,
@@ -125,7 +113,7 @@ class LabeledWindowDataset(Dataset[tuple[Sample, np.ndarray]]):
             out[label_nodata_mask(label, nodata)] = self.ignore_index
         return _resize_nearest(out, height, width)
 
-    def __getitem__(self, index: int) -> tuple[Sample, np.ndarray]:
+    def __getitem__(self, index: int) -> LabeledSample:
         window = self.windows[index % len(self.windows)]
         arrays, timestamps = load_window_inputs(window, self.dataset_config)
         res = abs(window.y_resolution or window.resolution)
@@ -149,14 +137,14 @@ class LabeledWindowDataset(Dataset[tuple[Sample, np.ndarray]]):
         for name, arr in arrays.items():
             spec = get_modality(name)
             k = spec.pixels_per_ref_pixel
-            a = _cut(arr, y0 * k, x0 * k, size * k, MISSING_VALUE)
+            a = cut_square(arr, y0 * k, x0 * k, size * k, MISSING_VALUE)
             out[name] = _flip(a, flips)
             if spec.is_multitemporal:
                 present[name] = np.ones(a.shape[2], dtype=bool)
         if label.ndim == 2:
-            label = _flip(_cut(label, y0, x0, size, self.ignore_index), flips)
+            label = _flip(cut_square(label, y0, x0, size, self.ignore_index), flips)
         sample = Sample(out, present, timestamps, window_latlon(window), str(window.path))
-        return sample, np.ascontiguousarray(label)
+        return LabeledSample(sample, np.ascontiguousarray(label))
 
 
 def label_nodata_mask(label: np.ndarray, nodata: float) -> np.ndarray:
@@ -170,53 +158,6 @@ def _flip(arr: np.ndarray, flips: Tensor) -> np.ndarray:
     if bool(flips[1]):
         arr = arr[:, ::-1]
     return arr
-
-
-class LabeledCollate:
-    """(Sample, label) items -> (unmasked MaskedBatch, int64 labels) for one model."""
-
-    def __init__(
-        self,
-        modalities: Sequence[str],
-        normalizer: Normalizer,
-        patch_size: int,
-        max_timesteps: int = 12,
-        ignore_index: int = 255,
-    ) -> None:
-        """Args: the model's modalities, normalizer and patch size; time cap; ignore label."""
-        self.patch_size, self.max_timesteps = patch_size, max_timesteps
-        self.ignore_index = ignore_index
-        self.transform = PretrainSampleTransform(
-            modalities, normalizer, NoMasking(), num_views=1, center_crop=True
-        )
-
-    def __call__(self, items: list[tuple[Sample, np.ndarray]]) -> tuple[MaskedBatch, Tensor]:
-        """Pad every item to the batch's largest square (a multiple of the patch size)."""
-        p = self.patch_size
-        side = max(s.ref_size() for s, _ in items)
-        side = -(-side // p) * p
-        t = max(1, min(self.max_timesteps, max(s.num_timesteps for s, _ in items)))
-        plan = BatchPlan(patch_size=p, crop_tokens=side // p, num_timesteps=t, seed=0)
-        rng = np.random.default_rng(0)
-        out, labels = [], []
-        for k, (sample, label) in enumerate(items):
-            if sample.ref_size() != side:
-                sample, label = _pad(sample, label, side, self.ignore_index)
-            d = self.transform(sample, plan, rng)
-            d["index"], d["patch_size"] = k, p
-            out.append(d)
-            labels.append(label)
-        return collate_masked(out), torch.from_numpy(np.stack(labels).astype(np.int64))
-
-
-def _pad(sample: Sample, label: np.ndarray, side: int, ignore: int) -> tuple[Sample, np.ndarray]:
-    arrays = {}
-    for name, arr in sample.arrays.items():
-        k = get_modality(name).pixels_per_ref_pixel
-        arrays[name] = _cut(arr, 0, 0, side * k, MISSING_VALUE)
-    if label.ndim == 2:
-        label = _cut(label, 0, 0, side, ignore)
-    return Sample(arrays, sample.present, sample.timestamps, sample.latlon, sample.source), label
 
 
 class LabeledWindowDataModule(L.LightningDataModule):
@@ -368,9 +309,11 @@ class LabeledWindowDataModule(L.LightningDataModule):
             )
 
     def collate(self) -> LabeledCollate:
-        """The collate function for the model."""
+        """The collate function for the model: pads to each batch's largest window."""
         modalities, normalizer, patch = self._model_inputs()
-        return LabeledCollate(modalities, normalizer, patch, self.max_timesteps, self.ignore_index)
+        return LabeledCollate(
+            modalities, normalizer, patch, self.max_timesteps, "pad", self.ignore_index
+        )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
         if split not in self.datasets:

@@ -2,10 +2,10 @@
 
 A window's 10 m reference grid is padded to whole patches (and at least one crop) and
 covered by `crop`-pixel crops every `crop - overlap` pixels, the last flush with the edge.
-`CropDataset` yields each crop as an unnormalized `EvalSample` (normalized and tokenized by
-`EvalCollate`); `CropBlender` adds crop outputs back into a window with feathering weights
-(helios.runner.core.rasters.taper_weights) times patch validity, so overlaps blend without
-seams and patches without data get no weight.
+`CropDataset` yields each crop as an unnormalized `LabeledSample` (normalized and tokenized by
+`helios.data.batching.LabeledCollate`); `CropBlender` adds crop outputs back into a window
+with feathering weights (helios.runner.core.rasters.taper_weights) times patch validity, so
+overlaps blend without seams and patches without data get no weight.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from helios.data.batching import LabeledCollate
 from helios.data.modalities import BASE_FACTOR, MISSING_VALUE, get_modality, resolution_m
-from helios.data.sample import Sample
-from helios.evals.api import EvalSample
-from helios.evals.embed import EvalCollate
+from helios.data.sample import LabeledSample, Sample
 from helios.runner.core.windows import Window
 from helios.runner.materialize.dataset_config import DatasetConfig
 from helios.runner.materialize.inputs import load_window_inputs
@@ -67,8 +66,8 @@ def plan_window(window: Window, crop: int, overlap: int, patch: int) -> WindowPl
     return WindowPlan(window, height, width, ph, pw, [(r, c) for r in rows for c in cols])
 
 
-class CropDataset(Dataset[EvalSample]):
-    """(window, crop) items as unnormalized `EvalSample`s labelled with their item number."""
+class CropDataset(Dataset[LabeledSample]):
+    """(window, crop) items as unnormalized `LabeledSample`s labelled with their item number."""
 
     def __init__(
         self,
@@ -112,7 +111,7 @@ class CropDataset(Dataset[EvalSample]):
         self._cached = (index, padded, stamps, latlon)
         return padded, stamps, latlon
 
-    def __getitem__(self, item: int) -> EvalSample:
+    def __getitem__(self, item: int) -> LabeledSample:
         index, r, c = self.items[item]
         inputs, stamps, latlon = self._inputs(index)
         arrays = {}
@@ -126,7 +125,7 @@ class CropDataset(Dataset[EvalSample]):
         sample = Sample(
             arrays=arrays, present=present, timestamps=stamps, latlon=latlon, source=name
         )
-        return EvalSample(sample, np.array(item, dtype=np.int64))
+        return LabeledSample(sample, np.array(item, dtype=np.int64))
 
 
 class CropDataModule(L.LightningDataModule):
@@ -146,7 +145,10 @@ class CropDataModule(L.LightningDataModule):
         self.all_plans = plans
         self.dataset_config = dataset_config
         self.modalities = list(model.modalities)
-        self.collate = EvalCollate(self.modalities, model.normalizer, model.patch_size, 10**6)
+        # Every crop has the same size, a multiple of the patch size, and all its timesteps.
+        self.collate = LabeledCollate(
+            self.modalities, model.normalizer, model.patch_size, 10**6, fit="crop"
+        )
         self.crop = crop
         self.batch_size = batch_size
         self.num_workers = num_workers

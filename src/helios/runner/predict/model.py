@@ -68,7 +68,7 @@ class RunnerModel(FineTune):
     `forward(batch)` gives segmentation logits [B, K, H, W] on the batch's 10 m pixel grid
     (H = h * patch size), classification logits [B, K], or per-patch embeddings [B, D, h, w]
     for the `embedding` task. Training batches are `(MaskedBatch, labels)` as made by
-    `helios.evals.embed.EvalCollate`; `val_*` / `test_*` metrics are accuracy and F1, plus
+    `helios.data.batching.LabeledCollate`; `val_*` / `test_*` metrics are accuracy and F1, plus
     mIoU for segmentation (pixels equal to `ignore_index` are not scored).
     """
 
