@@ -212,10 +212,6 @@ class SampleTokenizer:
         return int(rng.choice(starts))
 
 
-PretrainSampleTransform = SampleTokenizer
-"""Former name of `SampleTokenizer`."""
-
-
 def collate(items: Sequence[TokenizedSample]) -> MaskedBatch:
     """Stack tokenized samples (of one plan) into a `MaskedBatch`."""
     names = list(items[0].data)
@@ -248,14 +244,17 @@ def cut_square(arr: np.ndarray, y0: int, x0: int, size: int, fill: float) -> np.
 def pad_labeled(item: LabeledSample, side: int, ignore_index: int) -> LabeledSample:
     """Pad a sample's spatial arrays (MISSING_VALUE) and raster label (`ignore_index`) to `side`.
 
-    Padding goes at the bottom and right, so pixel (0, 0) stays in place.
+    Padding goes at the bottom and right, so pixel (0, 0) stays in place. Padded arrays are
+    float32 (a storage dtype such as uint16 cannot hold MISSING_VALUE).
     """
     s = item.sample
     arrays = {}
     for name, arr in s.arrays.items():
         spec = get_modality(name)
-        k = spec.pixels_per_ref_pixel
-        arrays[name] = cut_square(arr, 0, 0, side * k, MISSING_VALUE) if spec.is_spatial else arr
+        if spec.is_spatial:
+            side_m = side * spec.pixels_per_ref_pixel
+            arr = cut_square(arr.astype(np.float32, copy=False), 0, 0, side_m, MISSING_VALUE)
+        arrays[name] = arr
     label = np.asarray(item.label)
     if label.ndim == 2:
         label = cut_square(label, 0, 0, side, ignore_index)
