@@ -130,6 +130,53 @@ def _input_weights(info: RasterInfo, win: RioWindow, blend: int | None) -> np.nd
     return _taper_part(info.height, info.width, r0, c0, int(win.height), int(win.width), blend)
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Where the inputs sit on the output grid, in whole pixels of their shared grid."""
+
+    cols: np.ndarray
+    rows: np.ndarray
+    widths: np.ndarray
+    heights: np.ndarray
+    bounds: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, inputs: list[RasterInfo], bounds: tuple[int, int, int, int] | None) -> _Grid:
+        res_x, res_y = inputs[0].transform.a, inputs[0].transform.e
+        cols = np.array([round(i.transform.c / res_x) for i in inputs])
+        rows = np.array([round(i.transform.f / res_y) for i in inputs])
+        widths = np.array([i.width for i in inputs])
+        heights = np.array([i.height for i in inputs])
+        if bounds is None:
+            bounds = (cols.min(), rows.min(), (cols + widths).max(), (rows + heights).max())
+        c0, r0, c1, r1 = (int(v) for v in bounds)
+        return cls(cols, rows, widths, heights, (c0, r0, c1, r1))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the output."""
+        c0, r0, c1, r1 = self.bounds
+        return c1 - c0, r1 - r0
+
+    def hits(self, gr: int, gc: int, h: int, w: int) -> np.ndarray:
+        """Indices of the inputs overlapping a block at grid row/col (gr, gc)."""
+        cols, rows = self.cols, self.rows
+        return np.nonzero(
+            (cols < gc + w)
+            & (cols + self.widths > gc)
+            & (rows < gr + h)
+            & (rows + self.heights > gr)
+        )[0]
+
+
+def _output_nodata(first: RasterInfo, nodata_value: float | None, dtype: str) -> float:
+    if first.kind == "classification":
+        nodata = nodata_value if nodata_value is not None else (first.nodata or 0)
+    else:
+        nodata = nodata_value if nodata_value is not None else float("nan")
+    return 0 if np.dtype(dtype).kind in "iu" and math.isnan(nodata) else nodata
+
+
 def mosaic(
     inputs: list[RasterInfo],
     out_path: Path,
@@ -158,24 +205,13 @@ def mosaic(
 
     """
     first = inputs[0]
-    res_x, res_y = first.transform.a, first.transform.e
-    cols = np.array([round(i.transform.c / res_x) for i in inputs])
-    rows = np.array([round(i.transform.f / res_y) for i in inputs])
-    widths = np.array([i.width for i in inputs])
-    heights = np.array([i.height for i in inputs])
-    if bounds is None:
-        bounds = (cols.min(), rows.min(), (cols + widths).max(), (rows + heights).max())
-    b_c0, b_r0, b_c1, b_r1 = (int(v) for v in bounds)
-    width, height = b_c1 - b_c0, b_r1 - b_r0
+    grid = _Grid.of(inputs, bounds)
     classify = first.kind == "classification"
-    if classify:
-        nodata = nodata_value if nodata_value is not None else (first.nodata or 0)
-    else:
-        nodata = nodata_value if nodata_value is not None else float("nan")
     dtype = dtype or (first.dtype if classify else "float32")
-    if np.dtype(dtype).kind in "iu" and math.isnan(nodata):
-        nodata = 0
-    transform = Affine(res_x, 0.0, b_c0 * res_x, 0.0, res_y, b_r0 * res_y)
+    nodata = _output_nodata(first, nodata_value, dtype)
+    width, height = grid.size
+    res_x, res_y = first.transform.a, first.transform.e
+    transform = Affine(res_x, 0.0, grid.bounds[0] * res_x, 0.0, res_y, grid.bounds[1] * res_y)
     tile = tile_size(width, height)
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -201,42 +237,73 @@ def mosaic(
     ):
         if first.colormap and np.dtype(dtype).kind == "u":  # before any pixel is written
             dst.write_colormap(1, first.colormap)
+        merge = _BlockMerger(inputs, grid, blend_pixels, nodata, transform_values, dtype)
         for r in range(0, height, BLOCK):
             for c in range(0, width, BLOCK):
-                h, w = min(BLOCK, height - r), min(BLOCK, width - c)
-                gr, gc = b_r0 + r, b_c0 + c
-                hit = np.nonzero(
-                    (cols < gc + w) & (cols + widths > gc) & (rows < gr + h) & (rows + heights > gr)
-                )[0]
-                if hit.size == 0:
-                    continue
-                block, wsum = _merge_block(
-                    [inputs[i] for i in hit],
-                    cols[hit],
-                    rows[hit],
-                    gr,
-                    gc,
-                    h,
-                    w,
-                    classify,
-                    blend_pixels,
-                    first.count,
-                )
-                if classify:
-                    out = np.where(wsum > 0, block, nodata)
-                else:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        out = np.where(wsum > 0, block / np.maximum(wsum, 1e-12), nodata)
-                if transform_values is not None:
-                    out = np.where(wsum > 0, transform_values(out), nodata)
-                if np.dtype(dtype).kind in "iu":
-                    info = np.iinfo(dtype)
-                    out = np.clip(np.round(np.nan_to_num(out, nan=nodata)), info.min, info.max)
-                win = RioWindow(c, r, w, h)
-                dst.write(out.astype(dtype), window=win)
-                wdst.write(wsum[None].astype(np.float32), window=win)
+                merged = merge(r, c, min(BLOCK, height - r), min(BLOCK, width - c))
+                if merged is not None:
+                    win = RioWindow(c, r, merged[0].shape[-1], merged[0].shape[-2])
+                    dst.write(merged[0], window=win)
+                    wdst.write(merged[1], window=win)
         _copy_metadata(first, dst, signature, weights_path.name)
         wdst.update_tags(**{TAG_SIGNATURE: signature})
+    _to_cog(staging, out_path, tile, classify)
+    if quicklook:
+        write_quicklook(out_path, out_path.with_suffix(".png"))
+    return out_path
+
+
+class _BlockMerger:
+    """Blends the inputs under one output block (see `mosaic`)."""
+
+    def __init__(
+        self,
+        inputs: list[RasterInfo],
+        grid: _Grid,
+        blend_pixels: int | None,
+        nodata: float,
+        transform_values: Callable[[np.ndarray], np.ndarray] | None,
+        dtype: str,
+    ) -> None:
+        self.inputs, self.grid, self.blend = inputs, grid, blend_pixels
+        self.nodata, self.transform_values, self.dtype = nodata, transform_values, dtype
+        self.classify = inputs[0].kind == "classification"
+
+    def __call__(self, r: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(values [C, h, w] in the output dtype, weights [1, h, w]) of a block, or None."""
+        g = self.grid
+        gr, gc = g.bounds[1] + r, g.bounds[0] + c
+        hit = g.hits(gr, gc, h, w)
+        if hit.size == 0:
+            return None
+        block, wsum = _merge_block(
+            [self.inputs[i] for i in hit],
+            g.cols[hit],
+            g.rows[hit],
+            gr,
+            gc,
+            h,
+            w,
+            self.classify,
+            self.blend,
+            self.inputs[0].count,
+        )
+        nodata = self.nodata
+        if self.classify:
+            out = np.where(wsum > 0, block, nodata)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.where(wsum > 0, block / np.maximum(wsum, 1e-12), nodata)
+        if self.transform_values is not None:
+            out = np.where(wsum > 0, self.transform_values(out), nodata)
+        if np.dtype(self.dtype).kind in "iu":
+            info = np.iinfo(self.dtype)
+            out = np.clip(np.round(np.nan_to_num(out, nan=nodata)), info.min, info.max)
+        return out.astype(self.dtype), wsum[None].astype(np.float32)
+
+
+def _to_cog(staging: Path, out_path: Path, tile: int, classify: bool) -> None:
+    """Copy the staging GeoTIFF into a COG at `out_path`, atomically, and remove it."""
     with atomic_path(out_path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -251,9 +318,6 @@ def mosaic(
                 SPARSE_OK=True,
             )
         staging.unlink()
-    if quicklook:
-        write_quicklook(out_path, out_path.with_suffix(".png"))
-    return out_path
 
 
 def _merge_block(

@@ -104,11 +104,27 @@ class LinearValueTransform:
         return data * self.scale + self.offset
 
 
+class Combiner(Postprocessor):
+    """A postprocessor that merges its inputs the same way at the partition and dataset stage."""
+
+    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
+        """Merge the partition's window results."""
+        return self.combine(window_results, output_dir)
+
+    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
+        """Merge every partition's results."""
+        return self.combine(partition_results, output_dir)
+
+    def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
+        """Merge `inputs` into `output_dir`; returns the results (idempotent)."""
+        raise NotImplementedError
+
+
 def _crs_tag(crs: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]", "", crs).lower()
 
 
-class CombineGeotiff(Postprocessor):
+class CombineGeotiff(Combiner):
     """Merge raster results into Cloud-Optimized GeoTIFFs, one per output name and CRS.
 
     Overlapping windows blend with feathered weights (see helios.runner.postprocess.mosaic),
@@ -150,14 +166,6 @@ class CombineGeotiff(Postprocessor):
             f"CombineGeotiff({self.max_pixels_per_dimension}, {self.nodata_value}, "
             f"{self.value_transform}, {self.blend_pixels}, {self.quicklook})"
         )
-
-    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
-        """Merge the partition's window rasters."""
-        return self.combine(window_results, output_dir)
-
-    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
-        """Merge every partition's rasters."""
-        return self.combine(partition_results, output_dir)
 
     def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
         """Merge the .tif inputs by (output name, CRS, pixel size); others pass through."""
@@ -228,20 +236,12 @@ class CombineGeotiff(Postprocessor):
         )
 
 
-class CombineGeojson(Postprocessor):
+class CombineGeojson(Combiner):
     """Concatenate GeoJSON results into one FeatureCollection per output name.
 
     Features keep their properties (window outputs carry a `window` property). Non-GeoJSON
     inputs pass through.
     """
-
-    def process_partition(self, window_results: list[Path], output_dir: Path) -> list[Path]:
-        """Combine the partition's window GeoJSON files."""
-        return self.combine(window_results, output_dir)
-
-    def process_dataset(self, partition_results: list[Path], output_dir: Path) -> list[Path]:
-        """Combine every partition's GeoJSON files."""
-        return self.combine(partition_results, output_dir)
 
     def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
         """Write `<name>.geojson` per input name, streaming features (bounded memory)."""
