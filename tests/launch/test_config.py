@@ -108,10 +108,14 @@ def test_mounts_from_file_as_text_or_mapping(tmp_path: Path) -> None:
         ("wrkspace: ai2/x\n", "unknown setting 'wrkspace'"),
         ("name: x\n", "unknown setting 'name'"),
         ("gpus: eight\n", "gpus must be int"),
-        ("preemptible: 'yes'\n", "preemptible must be bool"),
+        ("preemptible: sometimes\n", "preemptible must be bool"),
+        ("gpus: 1.5\n", "gpus must be int"),
+        ("env: {A: [1]}\n", "env must be dict"),
         ("priority: highest\n", "priority must be"),
         ("clusters: ai2/jupiter\n", "clusters must be list"),
-        ("mounts: [weka:/nowhere]\n", "KIND:SOURCE:MOUNT_PATH"),
+        ("mounts: [weka:/nowhere]\n", "bad.yaml: a mount is KIND:SOURCE:MOUNT_PATH"),
+        ("mounts: [{kind: weka, source: b, mount_path: rel}]\n", "bad.yaml: mount path must be"),
+        ("mounts: [{kind: nfs, source: b, mount_path: /m}]\n", "mounts must be list"),
         ("- a\n- b\n", "expected a mapping"),
     ],
 )
@@ -142,6 +146,20 @@ def test_invalid_configs(fields: dict, match: str) -> None:
     args = {"name": "run", **fields}
     with pytest.raises(LaunchConfigError, match=match):
         LaunchConfig(**args)
+
+
+def test_bad_environment_and_flags_name_their_source() -> None:
+    with pytest.raises(LaunchConfigError, match="environment: priority must be"):
+        resolve_config("run", environ={"HELIOS_BEAKER_PRIORITY": "top"})
+    with pytest.raises(LaunchConfigError, match="command line: unknown setting 'gpu'"):
+        resolve_config("run", {"gpu": 2}, environ={})
+
+
+def test_env_values_are_never_echoed(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", "env: {TOKENISH: [hunter2hunter2]}\n")
+    with pytest.raises(LaunchConfigError, match="env must be") as err:
+        resolve_config("run", environ={}, config_path=path)
+    assert "hunter2" not in str(err.value)
 
 
 def test_credential_env_from_any_layer_is_refused(tmp_path: Path) -> None:

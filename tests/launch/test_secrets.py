@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 
 from helios.cli import main
 from helios.launch import LaunchConfig, LaunchError, read_git_state
+from helios.launch.beaker import dry_run, single_task
 from helios.launch.secrets import leaked_names
 from tests.launch.conftest import git
 
@@ -104,8 +106,9 @@ def test_spec_is_guarded_in_the_python_api(
     secret_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = LaunchConfig(name="api", user="erin", description="key supersecret123")
+    git = read_git_state(secret_env)
     with pytest.raises(LaunchError, match="WANDB_API_KEY") as err:
-        config.dry_run(["helios", "fit"], read_git_state(secret_env))
+        dry_run(config, single_task(config, ["helios", "fit"]), git, sys.stdout)
     assert "supersecret123" not in str(err.value)
 
 

@@ -17,7 +17,15 @@ from beaker import (
     BeakerTaskSpec,
 )
 
-from helios.launch import LaunchConfig, LaunchError, Mount, read_git_state, spec_to_yaml
+from helios.launch import (
+    LaunchConfig,
+    LaunchError,
+    Mount,
+    build_experiment_spec,
+    build_spec,
+    read_git_state,
+    spec_to_yaml,
+)
 from helios.launch.beaker import entrypoint_script, job_command
 from helios.launch.git import GitState
 
@@ -61,7 +69,7 @@ def test_single_gpu_spec(git_state: GitState, tmp_path: Path) -> None:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no deprecated beaker-py fields
-        spec = config.build_spec(COMMAND, git_state)
+        spec = build_spec(config, COMMAND, git_state)
     parsed = round_trip(spec, tmp_path)
     assert parsed == spec  # no mounts, so beaker-py parses every field back to its class
 
@@ -111,7 +119,7 @@ def test_multi_node_spec(git_state: GitState, tmp_path: Path) -> None:
         env={"NCCL_DEBUG": "WARN"},
         user="bob",
     )
-    spec = config.build_spec([*COMMAND, "--trainer.num_nodes", "4"], git_state)
+    spec = build_spec(config, [*COMMAND, "--trainer.num_nodes", "4"], git_state)
     parsed = round_trip(spec, tmp_path)
     (task,) = parsed.tasks
     assert task.replicas == 4 and task.host_networking and task.leader_selection
@@ -151,7 +159,7 @@ def test_sweep_spec_has_one_task_per_setting(git_state: GitState, tmp_path: Path
     commands = {
         f"lr-{lr}": ["helios", "eval", "probe", "--lr", lr] for lr in ("1e-3", "1e-4", "1e-5")
     }
-    spec = config.build_sweep_spec(commands, git_state)
+    spec = build_experiment_spec(config, commands, git_state)
     parsed = round_trip(spec, tmp_path)
     assert parsed == spec
     assert [t.name for t in parsed.tasks] == ["lr-1e-3", "lr-1e-4", "lr-1e-5"]
@@ -166,7 +174,7 @@ def test_sweep_spec_has_one_task_per_setting(git_state: GitState, tmp_path: Path
 def test_single_node_sweep_command_runs_as_is(git_state: GitState) -> None:
     config = LaunchConfig(name="sweep-1", gpus=8, user="u")
     cmd = ["helios", "sweep", "configs/sweeps/probe.yaml", "--workers", "8"]
-    spec = config.build_spec(cmd, git_state)
+    spec = build_spec(config, cmd, git_state)
     assert spec.tasks[0].command is not None
     assert spec.tasks[0].command[2].rstrip().endswith("exec " + " ".join(cmd))
 
@@ -183,13 +191,13 @@ def test_command_is_shell_quoted() -> None:
 
 
 def test_cpu_job_requests_no_gpus(git_state: GitState) -> None:
-    spec = LaunchConfig(name="cpu", gpus=0, user="u").build_spec(["helios", "--help"], git_state)
+    spec = build_spec(LaunchConfig(name="cpu", gpus=0, user="u"), ["helios", "--help"], git_state)
     assert spec.tasks[0].resources is not None and spec.tasks[0].resources.gpu_count is None
 
 
 def test_empty_command_is_refused(git_state: GitState) -> None:
     with pytest.raises(LaunchError, match="after `--`"):
-        LaunchConfig(name="x", user="u").build_spec([], git_state)
+        build_spec(LaunchConfig(name="x", user="u"), [], git_state)
 
 
 def test_entrypoint_checks_out_the_commit_and_runs_the_command(
@@ -207,7 +215,7 @@ def test_entrypoint_checks_out_the_commit_and_runs_the_command(
         "a b",
         "c",
     ]
-    spec = config.build_spec(cmd, git_state)
+    spec = build_spec(config, cmd, git_state)
     (task,) = spec.tasks
     env = {e.name: e.value for e in task.env_vars or [] if e.value is not None}
     env["HELIOS_SRC_DIR"] = str(tmp_path / "src")

@@ -1,6 +1,8 @@
 """Render a `LaunchConfig` as a Beaker experiment spec, print it, or submit it.
 
-Specs are built from beaker-py's own classes and submitted with beaker-py's client.
+Specs are built from beaker-py's own classes and submitted with beaker-py's client. Every
+function takes the commands as a mapping task name -> command (`single_task` makes the mapping
+of a one-task job); `build_spec` is the one-task shorthand.
 
 The job's command is a small bash script: fetch the repository at the launched commit, install
 it on top of the image (`pip install -e .`), make the run folder, and exec the user's command,
@@ -15,6 +17,7 @@ import getpass
 import logging
 import shlex
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
@@ -36,16 +39,14 @@ from beaker import (
 )
 from beaker.common import to_nanoseconds
 
+from helios.launch.config import RESULT_PATH, LaunchConfig, Mount
 from helios.launch.secrets import USER_PLACEHOLDER, leaked_names
 
 if TYPE_CHECKING:
-    from helios.launch.config import LaunchConfig, Mount
     from helios.launch.git import GitState
 
 logger = logging.getLogger(__name__)
 
-RESULT_PATH = "/results"
-"""Where Beaker saves the job's result dataset (kept per job, not across retries)."""
 CHECKOUT_DIR = "/tmp/helios-src"
 """Where the job clones the repository."""
 TORCHRUN_PORT = 29400
@@ -192,6 +193,16 @@ def build_experiment_spec(
     )
 
 
+def single_task(config: LaunchConfig, command: Sequence[str]) -> dict[str, list[str]]:
+    """The commands mapping of a one-task job: `{config.task_name: command}`."""
+    return {config.task_name: list(command)}
+
+
+def build_spec(config: LaunchConfig, command: Sequence[str], git: GitState) -> BeakerExperimentSpec:
+    """The spec of a one-task job running `command` at `git`'s commit."""
+    return build_experiment_spec(config, single_task(config, command), git)
+
+
 class _SpecDumper(yaml.SafeDumper):
     """PyYAML's SafeDumper (what beaker-py's `to_file` uses), with scripts as `|` blocks."""
 
@@ -221,7 +232,10 @@ def _guard(text: str) -> None:
 
 
 def dry_run(
-    config: LaunchConfig, commands: Mapping[str, Sequence[str]], git: GitState, out: IO[str]
+    config: LaunchConfig,
+    commands: Mapping[str, Sequence[str]],
+    git: GitState,
+    out: IO[str] | None = None,
 ) -> BeakerExperimentSpec:
     """Print the spec (valid YAML, comments included) and the job's command; no network."""
     if config.user is None and any(USER_PLACEHOLDER in s for s in config.secrets.values()):
@@ -249,7 +263,7 @@ def dry_run(
         lines.append(f"#   {job_command(config, cmd)}")
     output = "\n".join(lines) + "\n"
     _guard(output)
-    out.write(output)
+    (out or sys.stdout).write(output)
     return spec
 
 
@@ -292,7 +306,10 @@ def _unreachable(address: str) -> str | None:
 
 
 def launch(
-    config: LaunchConfig, commands: Mapping[str, Sequence[str]], git: GitState, out: IO[str]
+    config: LaunchConfig,
+    commands: Mapping[str, Sequence[str]],
+    git: GitState,
+    out: IO[str] | None = None,
 ) -> str:
     """Create the experiment with beaker-py's client; print and return its URL."""
     problems = missing_settings(config)
@@ -357,5 +374,5 @@ def launch(
             raise LaunchError(
                 f"could not reach Beaker at {address}: {type(err).__name__}"
             ) from None
-    out.write(f"launched {config.name}: {url}\n")
+    (out or sys.stdout).write(f"launched {config.name}: {url}\n")
     return url

@@ -1,16 +1,19 @@
-"""`helios launch beaker ...`: run a training, eval, sweep or runner command on Beaker."""
+"""`helios launch beaker ...`: run a training, eval, sweep or runner command on Beaker.
+
+The flags become a `LaunchRequest` (`request_from_args`, or `parse_launch_flags` for a list of
+flags without the command), which `helios.launch.submit.submit` carries out.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from helios.launch.config import Mount
-
-logger = logging.getLogger(__name__)
+from helios.launch.submit import LaunchRequest
 
 _OVERRIDES = (
     "clusters", "workspace", "budget", "priority", "beaker_image", "docker_image", "gpus",
@@ -53,19 +56,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+BEAKER_HELP = "run a command on Beaker at the current (clean, pushed) commit"
+BEAKER_DESCRIPTION = (
+    "Launch COMMAND as a Beaker experiment. The job checks out the current commit, installs "
+    "it, sets HELIOS_RUN_DIR=<run_root>/<name> and runs COMMAND (under torchrun for "
+    "multi-node jobs). --dry-run prints the spec instead."
+)
+
+
 def add_launch_commands(groups: Any) -> None:
     """Register `helios launch` and its subcommands."""
     launch = groups.add_parser("launch", help="launch training, evals, sweeps or the runner")
     sub = launch.add_subparsers(dest="launcher", metavar="LAUNCHER", required=True)
     p = sub.add_parser(
         "beaker",
-        help="run a command on Beaker at the current (clean, pushed) commit",
-        description="Launch COMMAND as a Beaker experiment. The job checks out the current "
-        "commit, installs it, sets HELIOS_RUN_DIR=<run_root>/<name> and runs COMMAND "
-        "(under torchrun for multi-node jobs). --dry-run prints the spec instead.",
+        help=BEAKER_HELP,
+        description=BEAKER_DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_beaker_arguments(p)
+    p.set_defaults(func=_cmd_beaker)
+
+
+def beaker_parser() -> argparse.ArgumentParser:
+    """The parser of `helios launch beaker` on its own (no `helios` command tree)."""
+    parser = argparse.ArgumentParser(
+        prog="helios launch beaker",
+        description=BEAKER_DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_beaker_arguments(parser)
+    return parser
+
+
+def add_beaker_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `helios launch beaker`."""
     p.add_argument("--name", required=True, help="experiment name; also names the run folder")
     p.add_argument("--cluster", dest="clusters", action="append", metavar="CLUSTER",
                    help="cluster to run on (repeat for several)")  # fmt: skip
@@ -113,7 +140,6 @@ def add_launch_commands(groups: Any) -> None:
                    "`beaker experiment create`")  # fmt: skip
     p.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="the command the job runs, after `--`")  # fmt: skip
-    p.set_defaults(func=_cmd_beaker)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,30 +152,33 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def request_from_args(args: argparse.Namespace) -> LaunchRequest:
+    """The `LaunchRequest` that parsed `helios launch beaker` flags describe."""
+    return LaunchRequest(
+        name=args.name,
+        overrides=overrides_from_args(args),
+        config_file=args.config_file,
+        allow_dirty=args.allow_dirty,
+        allow_unpushed=args.allow_unpushed,
+        dry_run=args.dry_run,
+        spec_out=args.spec_out,
+    )
+
+
+def parse_launch_flags(flags: Sequence[str]) -> LaunchRequest:
+    """A `LaunchRequest` from `helios launch beaker` flags (no `-- COMMAND`), e.g. for sweeps."""
+    return request_from_args(beaker_parser().parse_args(list(flags)))
+
+
 def _cmd_beaker(args: argparse.Namespace) -> int:
     from helios.launch.beaker import LaunchError
-    from helios.launch.config import LaunchConfigError, resolve_config
-    from helios.launch.git import GitStateError, check_launchable, read_git_state
+    from helios.launch.config import LaunchConfigError
+    from helios.launch.git import GitStateError
+    from helios.launch.submit import submit
 
     command = args.job[1:] if args.job[:1] == ["--"] else args.job
     try:
-        if not command:
-            raise LaunchError("give the command to run after `--`, e.g. -- helios fit ...")
-        config = resolve_config(args.name, overrides_from_args(args), config_path=args.config_file)
-        git = read_git_state(Path.cwd())
-        for warning in check_launchable(
-            git, allow_dirty=args.allow_dirty, allow_unpushed=args.allow_unpushed
-        ):
-            logger.warning(warning)
-        if args.dry_run:
-            spec = config.dry_run(command, git)
-            if args.spec_out is not None:
-                spec.to_file(args.spec_out)
-                logger.info("wrote the spec to %s", args.spec_out)
-        else:
-            if args.spec_out is not None:
-                raise LaunchError("--spec-out goes with --dry-run")
-            config.launch(command, git)
+        submit(request_from_args(args), command)
     except (LaunchConfigError, GitStateError, LaunchError) as err:
         print(f"helios: error: {err}", file=sys.stderr)
         return 2

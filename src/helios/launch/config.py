@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import types
+import warnings
+from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 from beaker.common import parse_duration
+from jsonargparse import ArgumentParser
 
-from helios.launch import beaker as _beaker
 from helios.launch.secrets import SENSITIVE_NAME, USER_PLACEHOLDER
-
-if TYPE_CHECKING:
-    from beaker import BeakerExperimentSpec
-
-    from helios.launch.git import GitState
 
 Priority = Literal["low", "normal", "high", "urgent", "immediate"]
 """Beaker job priorities (beaker-py's `BeakerJobPriority`), lowest first."""
@@ -66,6 +62,9 @@ ENV_FIELDS: dict[str, str] = {
     "BEAKER_USER": "user",
 }
 """Environment variables that set a field (`HELIOS_BEAKER_CLUSTERS` is comma-separated)."""
+
+RESULT_PATH = "/results"
+"""Where Beaker saves the job's result dataset (kept per job, not across retries)."""
 
 _BEAKER_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -116,8 +115,8 @@ class Mount:
 class LaunchConfig:
     """A Beaker launch: where it runs, on what, with which data and secrets.
 
-    `build_spec` renders it as beaker-py's `BeakerExperimentSpec`; `dry_run` prints that spec
-    as YAML with the command the job would run; `launch` submits it with beaker-py's client.
+    Plain settings only: `helios.launch.beaker` renders a config as beaker-py's
+    `BeakerExperimentSpec` (`build_spec`), prints it (`dry_run`) or submits it (`launch`).
     """
 
     name: str
@@ -243,31 +242,9 @@ class LaunchConfig:
 
     def run_dir(self, task: str | None = None) -> str:
         """The run folder: `<run_root>/<name>`, plus `/<task>` for one task of a sweep."""
-        root = self.run_root or _beaker.RESULT_PATH
+        root = self.run_root or RESULT_PATH
         path = f"{root.rstrip('/')}/{self.name}"
         return path if task is None else f"{path}/{task}"
-
-    def build_spec(self, command: Sequence[str], git: GitState) -> BeakerExperimentSpec:
-        """The experiment spec running `command` at `git`'s commit, as one task."""
-        return _beaker.build_experiment_spec(self, {self.task_name: list(command)}, git)
-
-    def build_sweep_spec(
-        self, commands: Mapping[str, Sequence[str]], git: GitState
-    ) -> BeakerExperimentSpec:
-        """One experiment with a task per named command, each with its own run folder."""
-        return _beaker.build_experiment_spec(
-            self, {name: list(cmd) for name, cmd in commands.items()}, git
-        )
-
-    def dry_run(
-        self, command: Sequence[str], git: GitState, out: IO[str] | None = None
-    ) -> BeakerExperimentSpec:
-        """Print the spec as YAML and the command the job would run; contact no one."""
-        return _beaker.dry_run(self, {self.task_name: list(command)}, git, out or sys.stdout)
-
-    def launch(self, command: Sequence[str], git: GitState, out: IO[str] | None = None) -> str:
-        """Create the experiment on Beaker and return its URL."""
-        return _beaker.launch(self, {self.task_name: list(command)}, git, out or sys.stdout)
 
 
 _LAYER_FIELDS = {f.name for f in fields(LaunchConfig)} - {"name"}
@@ -282,7 +259,10 @@ def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def read_user_config(path: Path) -> dict[str, Any]:
-    """The settings in a user config file, checked against `LaunchConfig`'s field types."""
+    """The settings in a user config file, checked against `LaunchConfig`'s field types.
+
+    A mount may be written `KIND:SOURCE:MOUNT_PATH` or as a mapping of `Mount`'s fields.
+    """
     with path.open() as f:
         data = yaml.safe_load(f)
     if data is None:
@@ -295,14 +275,13 @@ def read_user_config(path: Path) -> dict[str, Any]:
 
 
 def _read_mount(value: Any, path: Path) -> Any:
-    if isinstance(value, str):
+    """A `KIND:SOURCE:PATH` string as a `Mount`; mappings are left to the type check."""
+    if not isinstance(value, str):
+        return value
+    try:
         return Mount.parse(value)
-    if isinstance(value, dict) and set(value) == {"kind", "source", "mount_path"}:
-        return Mount(**value)
-    raise LaunchConfigError(
-        f"{path}: a mount is KIND:SOURCE:PATH or a mapping with kind, source and mount_path, "
-        f"got {value!r}"
-    )
+    except LaunchConfigError as err:
+        raise LaunchConfigError(f"{path}: {err}") from None
 
 
 def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -316,40 +295,42 @@ def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return _checked(layer, "environment")
 
 
+def _layer_type(name: str) -> Any:
+    """The type a settings layer may give field `name` (a secret mapped to None is removed)."""
+    return dict[str, str | None] if name == "secrets" else get_type_hints(LaunchConfig)[name]
+
+
+@cache
+def _layer_parser() -> ArgumentParser:
+    """A jsonargparse parser with one option per `LaunchConfig` field but `name`."""
+    parser = ArgumentParser(exit_on_error=False)
+    for name in sorted(_LAYER_FIELDS):
+        parser.add_argument(f"--{name}", type=_layer_type(name))
+    return parser
+
+
 def _checked(layer: Mapping[str, Any], source: str) -> dict[str, Any]:
-    hints = get_type_hints(LaunchConfig)
+    """`layer` with each value checked and converted by jsonargparse against its field's type."""
+    parser = _layer_parser()
+    checked: dict[str, Any] = {}
     for key, value in layer.items():
         if key not in _LAYER_FIELDS:
             raise LaunchConfigError(
                 f"{source}: unknown setting {key!r}; known: {', '.join(sorted(_LAYER_FIELDS))}"
             )
-        expected = hints[key]
-        if key == "secrets":
-            expected = dict[str, str | None]  # None removes a default secret
-        if not _conforms(value, expected):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                checked[key] = parser.instantiate(parser.parse_object({key: value}))[key]
+        except (ArgumentError, TypeError, ValueError) as err:
+            if isinstance(err, LaunchConfigError):
+                raise LaunchConfigError(f"{source}: {err}") from None
             # env values are never echoed: one may be a credential put there by mistake
             shown = "a value of another type" if key == "env" else repr(value)
-            raise LaunchConfigError(f"{source}: {key} must be {_type_name(expected)}, got {shown}")
-    return dict(layer)
-
-
-def _conforms(value: Any, tp: Any) -> bool:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Literal:
-        return value in args
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if tp is type(None):
-        return value is None
-    if origin is list:
-        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(
-            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
-        )
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(tp, type) and isinstance(value, tp)
+            raise LaunchConfigError(
+                f"{source}: {key} must be {_type_name(_layer_type(key))}, got {shown}"
+            ) from None
+    return checked
 
 
 def _type_name(tp: Any) -> str:
