@@ -4,7 +4,7 @@ The model is `checkpoint.ckpt` read by `RunnerModel.load_for_inference` (its nor
 patch size and modalities travel in the checkpoint), with `model.yaml`'s `init_args`
 overriding hyperparameters. Windows are cut into square crops of `crop_size` pixels (a
 multiple of the patch size) that overlap by `overlap` pixels (`helios.runner.predict.crops`); each
-crop is normalized and tokenized like evaluation samples (`helios.evals.embed.EvalCollate`)
+crop is normalized and tokenized like every labelled sample (`helios.data.batching.LabeledCollate`)
 and batched through Lightning's predict loop. `WindowWriter`, a prediction-writer
 callback, adds each crop's output into its window with `taper_weights` feathering
 (sum(w * p) / sum(w), so no seams) and writes the window's outputs once its last crop
