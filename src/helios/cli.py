@@ -1,7 +1,8 @@
 """The `helios` command.
 
-`helios data ...` works on datasets (convert, stats, inspect, demo). Each group lives in its
-own module and registers its subcommands on the parser here.
+`helios fit | validate | test | predict` go to LightningCLI (`helios.train.cli`); every other
+group (`data`, `eval`, `sweep`, `launch`, `run`) lives in its own module and registers its
+subcommands on the parser here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from helios import __version__
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+"""Subcommands handed to LightningCLI (`helios.train.cli.run_lightning`) as they are."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="group",
         metavar="COMMAND",
         required=True,
-        description="Also: fit, validate, test, predict (LightningCLI; see `helios fit --help`).",
+        description=f"Also: {', '.join(LIGHTNING_COMMANDS)} "
+        "(LightningCLI; see `helios fit --help`).",
     )
     add_data_commands(groups)
     add_eval_commands(groups)

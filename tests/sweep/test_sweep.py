@@ -2,6 +2,8 @@
 
 import json
 import shlex
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -9,6 +11,7 @@ import yaml
 from helios.cli import main
 from helios.sweep.grid import Sweep, SweepError, write_run_configs
 from helios.sweep.report import best_rows, write_report
+from tests.launch.conftest import launch_env, repo  # noqa: F401  (fixtures)
 
 GRID = """
 name: t
@@ -134,3 +137,28 @@ def test_optional_models_without_weights_are_skipped(tmp_path):
     sweep = Sweep.load(path)
     assert [m.name for m in sweep.models] == ["h"]
     assert sweep.skipped_models and "g" in sweep.skipped_models[0]
+
+
+def test_beaker_dry_run_goes_through_the_launcher_api(
+    sweep_file,
+    repo,  # noqa: F811
+    launch_env,  # noqa: F811
+    monkeypatch,
+    capsys,
+):
+    monkeypatch.chdir(repo)
+    flags = "--cluster ai2/jupiter --user ann --gpus 0"
+    argv = ["sweep", str(sweep_file), "--defaults-only", "--beaker", "--beaker-args", flags]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# Beaker experiment 'sweep-t'" in out
+    assert out.count("# task ") == 2 and "helios eval run --config" in out
+    job = next(line for line in out.splitlines() if line.startswith("#   helios eval run"))
+    inline = shlex.split(job[1:])[4]
+    assert json.loads(inline)["model"]["path"] == "runs/my run/encoder.pt"
+
+
+def test_sweep_does_not_import_the_helios_cli():
+    code = "import sys, helios.sweep.cli, helios.sweep.grid; print('helios.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

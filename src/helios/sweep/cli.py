@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -96,34 +98,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _to_beaker(runs: list[SweepRun], sweep: Sweep, extra: str, dry_run: bool = False) -> int:
     """One Beaker experiment, one task per run; configs travel inline (the job has no sweep dir)."""
-    import dataclasses
-    import json
-    import shlex
+    from helios.launch import GitStateError, LaunchConfigError, LaunchError, submit
+    from helios.launch.cli import parse_launch_flags
 
-    from helios.cli import build_parser
-    from helios.launch.beaker import LaunchError
-    from helios.launch.beaker import dry_run as beaker_dry_run
-    from helios.launch.beaker import launch as beaker_launch
-    from helios.launch.cli import overrides_from_args
-    from helios.launch.config import LaunchConfigError, resolve_config
-    from helios.launch.git import GitStateError, check_launchable, read_git_state
-
-    name = f"sweep-{sweep.name}"
-    args = build_parser().parse_args(
-        ["launch", "beaker", "--name", name, *shlex.split(extra), "--", "true"]
-    )
-    tasks = {}
-    for run in runs:
-        inline = json.dumps(dataclasses.asdict(run.config), default=str)
-        tasks[run.run_id[:100]] = ["helios", "eval", "run", "--config", inline, "--no-progress"]
+    request = parse_launch_flags(["--name", f"sweep-{sweep.name}", *shlex.split(extra)])
+    tasks = {
+        run.run_id[:100]: ["helios", "eval", "run", "--config", run.inline, "--no-progress"]
+        for run in runs
+    }
     try:
-        config = resolve_config(name, overrides_from_args(args), config_path=args.config_file)
-        git = read_git_state(Path.cwd())
-        check_launchable(git, allow_dirty=args.allow_dirty, allow_unpushed=args.allow_unpushed)
-        if dry_run or args.dry_run:
-            beaker_dry_run(config, tasks, git, sys.stdout)
-        else:
-            beaker_launch(config, tasks, git, sys.stdout)
+        submit(dataclasses.replace(request, dry_run=dry_run or request.dry_run), tasks)
     except (LaunchConfigError, GitStateError, LaunchError) as err:
         print(f"helios: error: {err}", file=sys.stderr)
         return 2

@@ -75,6 +75,11 @@ class SweepRun:
         """The command as a shell-safe string."""
         return shlex.join(self.command)
 
+    @property
+    def inline(self) -> str:
+        """The run's config as one line of JSON (`helios eval run --config` takes it inline)."""
+        return json.dumps(dataclasses.asdict(self.config), default=str)
+
 
 @dataclass
 class Sweep:

@@ -24,7 +24,6 @@ from helios.data.datamodule import PretrainDataModule
 from helios.train.callbacks import ExportEncoder, RNGStateCallback, ThroughputMonitor
 from helios.train.pretrain import LatentMIM
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LAST_CHECKPOINT = "last.ckpt"
 
 
@@ -114,4 +113,4 @@ def run_lightning(args: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["LIGHTNING_COMMANDS", "HeliosCLI", "LatentMIM", "PretrainDataModule", "run_lightning"]
+__all__ = ["HeliosCLI", "LatentMIM", "PretrainDataModule", "run_lightning"]
