@@ -5,6 +5,7 @@ from helios.data.modalities import get_modality
 from helios.data.sample import MaskValue
 from helios.nn import attention
 from helios.nn.encoder import FlexiEncoder, TokenPacker
+from helios.nn.encodings import RopePosition
 from tests.nn.conftest import ALL_MODALITIES, TINY, make_batch, perturb_hidden
 
 COMBOS = [(m,) for m in ALL_MODALITIES] + [ALL_MODALITIES]
@@ -164,3 +165,32 @@ def test_presets_build(size: str) -> None:
     blocks = sum(p.numel() for p in enc.blocks.parameters())
     assert blocks == pytest.approx(12 * dim * dim * depth, rel=0.01)
     assert enc.embed_dim == dim and len(enc.blocks) == depth
+
+
+class ScaledBlock(attention.Block):
+    """A user's own block: the stock block with its residual stream scaled (for the tests)."""
+
+    def forward(self, x, packing=None, rope=None):  # noqa: ANN001, ANN201, D102
+        return super().forward(x, packing, rope) * 0.5
+
+
+def test_parts_are_passed_in_as_classes() -> None:
+    mods = ("sentinel2_l2a", "era5")
+    batch = make_batch(mods, patch_size=2, ref_size=8)
+    outs = {}
+    for position in ("rope", RopePosition):
+        torch.manual_seed(0)
+        enc = FlexiEncoder(mods, position=position, **TINY).eval()
+        with torch.no_grad():
+            outs[str(position)] = enc(batch).tokens["sentinel2_l2a"]
+    a, b = outs.values()
+    assert torch.equal(a, b)  # the short name and the class are the same part
+    torch.manual_seed(0)
+    custom = FlexiEncoder(mods, block_layer=ScaledBlock, norm_layer=torch.nn.RMSNorm, **TINY)
+    assert all(isinstance(blk, ScaledBlock) for blk in custom.blocks)
+    assert isinstance(custom.norm, torch.nn.RMSNorm) and isinstance(
+        custom.blocks[0].norm1, torch.nn.RMSNorm
+    )
+    assert torch.isfinite(custom(batch).pool()).all()
+    with pytest.raises(ValueError, match="unknown position encoding 'alibi'"):
+        FlexiEncoder(mods, position="alibi", **TINY)  # type: ignore[arg-type]

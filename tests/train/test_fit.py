@@ -239,3 +239,55 @@ def test_two_process_ddp_on_cpu_trains_and_ranks_agree(tmp_path, syn):
     assert r0["world_size"] == r1["world_size"] == 2
     assert sorted(r0["losses"]) == ["1", "2"]
     assert r0["checksum"] == pytest.approx(r1["checksum"], rel=1e-6)
+
+
+def test_parts_by_class_path_train_and_stay_plain_in_checkpoints(tmp_path, syn):
+    """Objective, target and encoder parts named by import path in YAML (short names alias)."""
+    run = tmp_path / "parts"
+    tiny = _tiny(tmp_path, syn)
+    parts = tmp_path / "parts.yaml"
+    parts.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "init_args": {
+                        "objective": "helios.train.pretrain.PatchDiscrimination",
+                        "target": "helios.train.pretrain.EMATarget",
+                        "encoder": {
+                            "position": "helios.nn.encodings.RopePosition",
+                            "norm_layer": "torch.nn.RMSNorm",
+                        },
+                    }
+                }
+            }
+        )
+    )
+    _fit(run, tiny, "--config", str(parts), "--trainer.max_steps", "2")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    hparams = ckpt["hyper_parameters"]
+    assert hparams["target"] == "helios.train.pretrain.EMATarget"
+    assert hparams["encoder"]["norm_layer"] == "torch.nn.RMSNorm"
+    assert any(k.startswith("target_encoder.") for k in ckpt["state_dict"])
+    exported = load_encoder(run / "encoder.pt")
+    assert isinstance(exported.encoder.norm, torch.nn.RMSNorm)
+    assert exported.config.position == "helios.nn.encodings.RopePosition"
+
+
+def test_short_names_and_class_paths_build_the_same_model():
+    from helios.nn.export import EncoderConfig
+    from helios.train.pretrain import LatentMIM, PixelReconstruction
+
+    def build(**parts):
+        torch.manual_seed(0)
+        return LatentMIM(list(MODS), EncoderConfig(embed_dim=32, depth=1, num_heads=2), **parts)
+
+    short = build(objective="mae", target="ema")
+    full = build(objective="helios.train.pretrain.PixelReconstruction")
+    assert isinstance(full.objective, PixelReconstruction) and full.target is None
+    a, b = short.state_dict(), full.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(k.startswith("target_") for k in a)  # mae builds no target
+    with pytest.raises(ValueError, match="unknown Objective 'jepa'.*latent, mae"):
+        build(objective="jepa")
+    with pytest.raises(ValueError, match="not a helios.train.pretrain.Target subclass"):
+        build(target="helios.train.pretrain.PixelReconstruction")

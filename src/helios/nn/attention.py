@@ -7,18 +7,25 @@ only the attention core pads each sample to N_max slots and calls
 `torch.nn.functional.scaled_dot_product_attention` (fused flash / memory-efficient kernels on
 GPU, the flash kernel on CPU) with a bool key-padding mask [B, 1, 1, N_max] (True = attend), or
 with no mask at all when no sample needs padding, which lets SDPA pick its fastest kernel.
+
+Saved configs name parts by import path (plain strings load with `weights_only=True`);
+`part_class` turns such a name, or a short alias, back into the class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helios.nn.encodings import Rope, apply_rope
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -191,6 +198,55 @@ class Block(nn.Module):
         attn = self.attn(self.norm1(x), packing=packing, rope=rope)
         x = x + drop_path(attn, self.drop_path, self.training, packing)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training, packing)
+
+
+class BlockLayer(Protocol):
+    """What an encoder calls to build a block (`Block` itself, or a class with its signature).
+
+    The built module is called as ``block(x, packing, rope)`` (see `Block.forward`).
+    """
+
+    def __call__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        norm_layer: NormLayer = nn.LayerNorm,
+    ) -> nn.Module:
+        """Build one block (the arguments of `Block`)."""
+        ...
+
+
+def part_class(name: str, base: type[T], aliases: Mapping[str, type[T]] | None = None) -> type[T]:
+    """The class `name` stands for: a key of `aliases`, or an import path like `pkg.mod.Cls`.
+
+    Raises:
+        ValueError: for an unknown alias, a path that does not import, or a class that is
+            not a `base` subclass; the message lists the aliases.
+
+    """
+    aliases = aliases or {}
+    known = f"; short names: {', '.join(sorted(aliases))}" if aliases else ""
+    if name in aliases:
+        return aliases[name]
+    module, _, attr = name.rpartition(".")
+    if not module:
+        raise ValueError(f"unknown {base.__name__} {name!r}: give an import path{known}")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {base.__name__} {name!r} ({err}){known}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{name} is not a {base.__module__}.{base.__qualname__} subclass")
+    return cls
+
+
+def class_path(cls: type) -> str:
+    """The import path of a class, as `part_class` reads it back."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def init_weights(module: nn.Module) -> None:

@@ -20,8 +20,15 @@ from torch import Tensor, nn
 
 from helios.data.sample import MaskedBatch, MaskValue
 from helios.nn.api import Encoder, TokensAndMasks
-from helios.nn.attention import Block, Packing, init_weights
-from helios.nn.encodings import Position, Rope, TokenEncodings, rope_tables
+from helios.nn.attention import Block, BlockLayer, NormLayer, Packing, init_weights
+from helios.nn.encodings import (
+    Position,
+    PositionEncoding,
+    Rope,
+    SinCosPosition,
+    TokenEncodings,
+    position_encoding,
+)
 from helios.nn.patch_embed import TokenEmbedding
 
 
@@ -103,7 +110,11 @@ def select_masks(batch: MaskedBatch, view: int, modalities: Sequence[str]) -> di
 
 
 class FlexiEncoder(Encoder):
-    """Multimodal FlexiViT encoder: flexible patch embedding, additive encodings, ViT blocks."""
+    """Multimodal FlexiViT encoder: flexible patch embedding, additive encodings, ViT blocks.
+
+    Its parts are passed in, timm style: `position` (a `PositionEncoding` class), `block_layer`
+    (called like `Block`) and `norm_layer` (the blocks' norms and the final norm).
+    """
 
     def __init__(
         self,
@@ -114,8 +125,10 @@ class FlexiEncoder(Encoder):
         mlp_ratio: float = 4.0,
         max_patch_size: int = 8,
         drop_path: float = 0.0,
-        position: Position = "sincos",
+        position: Position | type[PositionEncoding] = SinCosPosition,
         qk_norm: bool = False,
+        block_layer: BlockLayer = Block,
+        norm_layer: NormLayer = nn.LayerNorm,
     ) -> None:
         """Build the encoder.
 
@@ -127,38 +140,50 @@ class FlexiEncoder(Encoder):
             mlp_ratio: MLP hidden width as a multiple of `embed_dim`.
             max_patch_size: base kernel size; batches may use patch sizes 1..max_patch_size.
             drop_path: stochastic-depth rate of the last block (linear from 0 over depth).
-            position: ``"sincos"`` additive space encoding, or ``"rope"`` 2D rotary attention.
+            position: `SinCosPosition` (additive space code, alias ``"sincos"``),
+                `RopePosition` (2D rotary attention, ``"rope"``), or another
+                `PositionEncoding` subclass.
             qk_norm: normalize queries and keys per head.
+            block_layer: builds each transformer block (see `BlockLayer`).
+            norm_layer: norm constructor for the blocks and the final norm.
 
         """
         super().__init__()
         self.modalities = tuple(modalities)
         self.embed_dim = embed_dim
         self.max_patch_size = max_patch_size
-        self.position = position
+        self.position = position_encoding(position)
         self.head_dim = embed_dim // num_heads
         self.token_embedding = TokenEmbedding(self.modalities, embed_dim, max_patch_size)
-        self.encodings = TokenEncodings(self.modalities, embed_dim, position)
+        self.encodings = TokenEncodings(self.modalities, embed_dim, type(self.position))
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, drop_path=r, qk_norm=qk_norm) for r in rates
+            block_layer(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                drop_path=r,
+                qk_norm=qk_norm,
+                norm_layer=norm_layer,
+            )
+            for r in rates
         )
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = norm_layer(embed_dim)
         self.blocks.apply(init_weights)
         self.norm.apply(init_weights)
 
     def encode_positions(
         self, tokens: dict[str, Tensor], timestamps: Tensor, patch_size: int
     ) -> dict[str, Tensor]:
-        """Add band-set, time, month and (sincos) space encodings to [B, h, w, T, S, D] tokens."""
+        """Add band-set, time, month and (additive) space encodings to [B, h, w, T, S, D] tokens."""
         return self.encodings(tokens, timestamps, patch_size)
 
     def rope(self, packer: TokenPacker, tokens: dict[str, Tensor], patch_size: int) -> Rope | None:
-        """RoPE tables in the padded attention layout, or None with additive positions."""
-        if self.position != "rope":
+        """Rotary tables in the padded attention layout, or None with additive positions."""
+        if not self.position.rotary:
             return None
         positions = packer.pack(self.encodings.positions(tokens, patch_size))
-        return rope_tables(packer.packing.pad(positions), self.head_dim)
+        return self.position.rotation(packer.packing.pad(positions), self.head_dim)
 
     def forward(
         self,

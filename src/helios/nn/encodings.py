@@ -10,21 +10,25 @@ The additive encodings each fill one quarter of the token width D, as in Galileo
   ``timestamps[..., 1]`` (1..12), harmonics 1..6 cycled over the quarter: harmonics 1..6 span
   every function of the month, so this is as expressive as a learnable 12-row table while being
   fixed, smooth across December/January and safe for out-of-range months (no table lookup).
-- space (``position="sincos"``): 2D sin-cos of the token centre in 10 m reference pixels,
+- space (`SinCosPosition`, ``position="sincos"``): 2D sin-cos of the token centre in 10 m
+  reference pixels,
   ``((i + 0.5) p, (j + 0.5) p)``, i.e. scaled by the token GSD ``p * 10 m`` relative to the
   10 m reference (olmoearth's "gsd ratio"), so tokens at different patch sizes over the same
   ground get the same code. Non-spatial modalities (era5) get none.
 
-With ``position="rope"`` the space quarter stays free and attention rotates queries and keys by
-2D axial RoPE over the same token centres (`rope_tables`, `apply_rope`); non-spatial tokens sit
-at the tile centre. Time stays additive in both modes.
+With `RopePosition` (``position="rope"``) the space quarter stays free and attention rotates
+queries and keys by 2D axial RoPE over the same token centres (`rope_tables`, `apply_rope`);
+non-spatial tokens sit at the tile centre. Time stays additive in both modes.
+
+The position encoding is a part passed in as a class (`PositionEncoding` subclasses); the
+strings ``"sincos"`` and ``"rope"`` are aliases of the two built-ins (`POSITION_ENCODINGS`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +37,7 @@ from torch import Tensor, nn
 from helios.data.modalities import get_modality
 
 Position = Literal["sincos", "rope"]
-"""How token positions enter the model: additive 2D sin-cos, or rotary (RoPE) in attention."""
+"""Aliases of the built-in position encodings: additive 2D sin-cos, or rotary (RoPE)."""
 
 Rope = tuple[Tensor, Tensor]
 """(cos, sin) tables [B, 1, N, head_dim] for `apply_rope`."""
@@ -95,18 +99,80 @@ def apply_rope(x: Tensor, rope: Rope) -> Tensor:
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+class PositionEncoding:
+    """How token positions enter the model; holds no weights (no state-dict entries).
+
+    Subclasses give an additive code for spatial tokens (`additive`), rotary tables for
+    attention (`rotary` True, `rotation`), or both.
+    """
+
+    rotary: ClassVar[bool] = False
+    """Whether attention rotates queries and keys by `rotation`."""
+
+    def additive(self, centers: Tensor, dim: int) -> Tensor | None:
+        """float32 [..., dim] code added to spatial tokens at `centers` [..., 2], or None."""
+        return None
+
+    def rotation(self, positions: Tensor, head_dim: int) -> Rope:
+        """Rotary tables for padded positions [B, N, 2] (only called when `rotary`)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a rotary encoding")
+
+
+class SinCosPosition(PositionEncoding):
+    """Additive 2D sin-cos of the token centres, in the last quarter of the token width."""
+
+    def additive(self, centers: Tensor, dim: int) -> Tensor:
+        """`sincos_2d` of the centres."""
+        return sincos_2d(centers, dim)
+
+
+class RopePosition(PositionEncoding):
+    """2D axial RoPE over the token centres inside attention; no additive space code."""
+
+    rotary = True
+
+    def rotation(self, positions: Tensor, head_dim: int) -> Rope:
+        """`rope_tables` of the positions."""
+        return rope_tables(positions, head_dim)
+
+
+POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
+    "sincos": SinCosPosition,
+    "rope": RopePosition,
+}
+"""The short names configs (and exported encoder files) use for the built-in encodings."""
+
+
+def position_encoding(position: Position | type[PositionEncoding]) -> PositionEncoding:
+    """An instance of `position`: a `PositionEncoding` class, or one of its short names."""
+    if isinstance(position, str):
+        if position not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"unknown position encoding {position!r}; use {sorted(POSITION_ENCODINGS)} "
+                "or a PositionEncoding subclass"
+            )
+        return POSITION_ENCODINGS[position]()
+    if not (isinstance(position, type) and issubclass(position, PositionEncoding)):
+        raise TypeError(f"position must be a PositionEncoding subclass, got {position!r}")
+    return position()
+
+
 class TokenEncodings(nn.Module):
-    """Adds band-set, time-index, month and (for ``sincos``) space encodings to tokens."""
+    """Adds band-set, time-index, month and (additive positions) space encodings to tokens."""
 
     def __init__(
-        self, modalities: Sequence[str], embed_dim: int, position: Position = "sincos"
+        self,
+        modalities: Sequence[str],
+        embed_dim: int,
+        position: Position | type[PositionEncoding] = SinCosPosition,
     ) -> None:
         """Create the learnable band-set embeddings.
 
         Args:
             modalities: the modalities whose tokens will be encoded.
             embed_dim: token width D, a multiple of 16 (four quarters of sin/cos pairs, 2D).
-            position: ``"sincos"`` adds the space encoding; ``"rope"`` leaves it to attention.
+            position: the position encoding (class or short name): `SinCosPosition` adds the
+                space code, `RopePosition` leaves it to attention.
 
         """
         super().__init__()
@@ -114,7 +180,7 @@ class TokenEncodings(nn.Module):
             raise ValueError(f"embed_dim must be a multiple of 16, got {embed_dim}")
         self.embed_dim = embed_dim
         self.quarter = embed_dim // 4
-        self.position = position
+        self.position = position_encoding(position)
         self.channel = nn.ParameterDict(
             {
                 m: nn.Parameter(torch.zeros(get_modality(m).num_band_sets, self.quarter))
@@ -125,12 +191,13 @@ class TokenEncodings(nn.Module):
             nn.init.trunc_normal_(p, std=0.02)
 
     def _static(self, name: str, h: int, w: int, patch_size: int, device: torch.device) -> Tensor:
-        """[h|1, w|1, 1, S, D]: band-set code, plus the space code for sincos spatial tokens."""
+        """[h|1, w|1, 1, S, D]: band-set code, plus any additive space code of spatial tokens."""
         q, d = self.quarter, self.embed_dim
         enc = F.pad(self.channel[name], (0, d - q))[None, None, None]
-        if self.position == "sincos" and get_modality(name).is_spatial:
-            space = sincos_2d(token_centers(h, w, patch_size, device), q)
-            enc = enc + F.pad(space, (3 * q, 0))[:, :, None, None]
+        if get_modality(name).is_spatial:
+            space = self.position.additive(token_centers(h, w, patch_size, device), q)
+            if space is not None:
+                enc = enc + F.pad(space, (3 * q, 0))[:, :, None, None]
         return enc
 
     def _temporal(self, timestamps: Tensor, t: int) -> Tensor:

@@ -11,20 +11,27 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from helios.data.modalities import get_modality
 from helios.data.normalize import Normalizer
+from helios.nn.attention import BlockLayer, NormLayer, part_class
 from helios.nn.encoder import FlexiEncoder
+from helios.nn.encodings import POSITION_ENCODINGS, PositionEncoding
 
 FORMAT_VERSION = 1
 
 
 @dataclass
 class EncoderConfig:
-    """Size and options of a `FlexiEncoder` (presets live in configs/model/)."""
+    """Size and options of a `FlexiEncoder` (presets live in configs/model/).
+
+    Parts are named by strings (a short name or an import path), so the config stays plain
+    values in checkpoints and exported files (`torch.load(weights_only=True)`).
+    """
 
     embed_dim: int = 128
     """Token width."""
@@ -38,14 +45,45 @@ class EncoderConfig:
     """Largest patch size; the patch-embedding kernels are stored at this size."""
     drop_path: float = 0.0
     """Stochastic depth rate."""
-    position: Literal["sincos", "rope"] = "sincos"
-    """Spatial position encoding: additive 2-D sin-cos, or rotary."""
+    position: str = "sincos"
+    """Position encoding: `sincos` (additive 2-D sin-cos), `rope` (rotary), or the import path
+    of a `helios.nn.encodings.PositionEncoding` subclass."""
     qk_norm: bool = False
     """LayerNorm on queries and keys."""
+    block_layer: str = "helios.nn.attention.Block"
+    """Import path of the transformer block class (built like `helios.nn.attention.Block`)."""
+    norm_layer: str = "torch.nn.LayerNorm"
+    """Import path of the norm class (built with the width) of the blocks and the final norm."""
+
+    def __post_init__(self) -> None:
+        self.parts()  # an unknown part fails when the config is read, not at build time
+
+    def parts(self) -> tuple[type[PositionEncoding], BlockLayer, NormLayer]:
+        """The position-encoding, block and norm classes the strings name."""
+        try:
+            position = part_class(self.position, PositionEncoding, POSITION_ENCODINGS)
+            block = cast(BlockLayer, part_class(self.block_layer, nn.Module))
+            norm = cast(NormLayer, part_class(self.norm_layer, nn.Module))
+        except ValueError as err:
+            raise ValueError(f"EncoderConfig: {err}") from None
+        return position, block, norm
 
     def build(self, modalities: list[str]) -> FlexiEncoder:
         """Instantiate the encoder for `modalities`."""
-        return FlexiEncoder(modalities=modalities, **asdict(self))
+        position, block, norm = self.parts()
+        return FlexiEncoder(
+            modalities=modalities,
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            max_patch_size=self.max_patch_size,
+            drop_path=self.drop_path,
+            position=position,
+            qk_norm=self.qk_norm,
+            block_layer=block,
+            norm_layer=norm,
+        )
 
 
 @dataclass

@@ -3,16 +3,24 @@
 The default objective ("lite") predicts, for every DECODER token, the output of a frozen,
 randomly initialised projection of that token's pixels, and scores predictions with the
 patch-discrimination loss. With two masked views it adds InfoNCE between their pooled
-encodings. Alternatives: an EMA copy of the encoder as the target (`target="ema"`), or MAE-style
-pixel reconstruction (`objective="mae"`). Losses run in float32 even under bf16 autocast.
+encodings. Losses run in float32 even under bf16 autocast.
+
+The objective and the target are parts, named in the config by a short name or the import
+path of a subclass (strings, so checkpoints keep plain values): `objective` is an `Objective`
+(`latent` = `PatchDiscrimination`, `mae` = `PixelReconstruction`), `target` a `Target`
+(`random_projection` = `RandomProjectionTarget`, `ema` = `EMATarget`, an EMA copy of the
+encoder). The networks they add keep their attribute names (`target_projection`,
+`target_encoder`, `pixel_head`), so checkpoints keep their state-dict keys.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -20,6 +28,7 @@ from torch import Tensor, nn
 
 from helios.data.sample import MaskedBatch, MaskValue
 from helios.nn.api import TokensAndMasks
+from helios.nn.attention import class_path, part_class
 from helios.nn.export import EncoderConfig
 from helios.nn.losses import PixelHead, info_nce_loss, mae_loss, patch_discrimination_loss, patchify
 from helios.nn.patch_embed import TokenEmbedding
@@ -46,6 +55,139 @@ def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class Target(ABC):
+    """Where the latent objective's per-token targets come from.
+
+    A target builds one frozen network, which `LatentMIM` registers under `attribute` (the
+    prefix of its checkpoint keys), and computes targets with it.
+    """
+
+    attribute: ClassVar[str]
+    """The `LatentMIM` attribute that holds the target network."""
+
+    @abstractmethod
+    def build(self, model: LatentMIM) -> nn.Module:
+        """The frozen target network for `model` (its encoder and predictor already exist)."""
+
+    @abstractmethod
+    def targets(self, network: nn.Module, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
+        """Per-token targets [B, h, w, T, S, D] of `batch.masks[view]`."""
+
+    def after_step(self, model: LatentMIM, network: nn.Module) -> None:
+        """Update the network after an optimiser step (nothing by default)."""
+        return None
+
+
+class RandomProjectionTarget(Target):
+    """A frozen, randomly initialised patch embedding of each token's pixels."""
+
+    attribute = "target_projection"
+
+    def build(self, model: LatentMIM) -> nn.Module:
+        """A `TokenEmbedding` at the encoder's width, without gradients."""
+        cfg = model.encoder_config
+        projection = TokenEmbedding(model.modalities, cfg.embed_dim, cfg.max_patch_size)
+        return projection.requires_grad_(False)
+
+    def targets(self, network: nn.Module, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
+        """The projection of every token."""
+        out: dict[str, Tensor] = network(batch.data, batch.patch_size)
+        return out
+
+
+class EMATarget(Target):
+    """An EMA copy of the encoder, encoding every available token; decay from `ema_decay`."""
+
+    attribute = "target_encoder"
+
+    def build(self, model: LatentMIM) -> nn.Module:
+        """A frozen copy of the encoder."""
+        return copy.deepcopy(model.encoder).requires_grad_(False)
+
+    def targets(self, network: nn.Module, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
+        """The copy's output for every available token of the view."""
+        available = (MaskValue.ENCODER, MaskValue.TARGET_ONLY, MaskValue.DECODER)
+        tokens: dict[str, Tensor] = network(batch, view, visible=available).tokens
+        return tokens
+
+    def after_step(self, model: LatentMIM, network: nn.Module) -> None:
+        """Move the copy towards the encoder; the decay goes linearly over `model.ema_decay`."""
+        total = max(1, model.trainer.estimated_stepping_batches)
+        start, end = model.ema_decay
+        decay = start + (end - start) * min(1.0, model.global_step / total)
+        with torch.no_grad():
+            for tgt, src in zip(network.parameters(), model.encoder.parameters()):
+                tgt.lerp_(src.detach(), 1 - decay)
+
+
+class Objective(ABC):
+    """What the predictor learns to output at DECODER slots, and its loss."""
+
+    uses_target: ClassVar[bool] = True
+    """Whether `LatentMIM` builds its `target` for this objective."""
+
+    def build(self, model: LatentMIM) -> dict[str, nn.Module]:
+        """Networks the objective trains, by `LatentMIM` attribute name (none by default)."""
+        return {}
+
+    @abstractmethod
+    def loss(
+        self, model: LatentMIM, batch: MaskedBatch, view: int, decoded: dict[str, Tensor]
+    ) -> tuple[Tensor, int]:
+        """The loss of one view from the predictor's output, and its number of DECODER tokens."""
+
+
+class PatchDiscrimination(Objective):
+    """Patch discrimination (temperature `tau`) of the predictions against the target's."""
+
+    def loss(
+        self, model: LatentMIM, batch: MaskedBatch, view: int, decoded: dict[str, Tensor]
+    ) -> tuple[Tensor, int]:
+        """Each decoded token against its own target among those of its sample."""
+        masks = batch.masks[view]
+        pred, owner = _gather(decoded, masks, MaskValue.DECODER)
+        tgt, _ = _gather(model.targets(batch, view), masks, MaskValue.DECODER)
+        return patch_discrimination_loss(pred, tgt, owner, tau=model.tau), int(pred.shape[0])
+
+
+class PixelReconstruction(Objective):
+    """MAE: a pixel head decodes the predictions, scored by MSE against the pixels."""
+
+    uses_target = False
+
+    def build(self, model: LatentMIM) -> dict[str, nn.Module]:
+        """The `pixel_head`."""
+        cfg = model.encoder_config
+        return {"pixel_head": PixelHead(model.modalities, cfg.embed_dim, cfg.max_patch_size)}
+
+    def loss(
+        self, model: LatentMIM, batch: MaskedBatch, view: int, decoded: dict[str, Tensor]
+    ) -> tuple[Tensor, int]:
+        """MSE over the pixels of every DECODER token."""
+        masks = batch.masks[view]
+        head = model.get_submodule("pixel_head")
+        pixels = head(decoded, batch.patch_size)
+        targets = patchify(batch.data, batch.patch_size)
+        # pixel patches differ in size between modalities: compare them flattened
+        pred = torch.cat([pixels[n][masks[n] == MaskValue.DECODER].flatten() for n in pixels])
+        tgt = torch.cat([targets[n][masks[n] == MaskValue.DECODER].flatten() for n in pixels])
+        n_dec = sum(int((masks[n] == MaskValue.DECODER).sum()) for n in pixels)
+        return mae_loss(pred, tgt), n_dec
+
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    "latent": PatchDiscrimination,
+    "mae": PixelReconstruction,
+}
+"""Short names of the built-in objectives."""
+
+TARGETS: dict[str, type[Target]] = {
+    "random_projection": RandomProjectionTarget,
+    "ema": EMATarget,
+}
+"""Short names of the built-in targets."""
+
+
 class LatentMIM(L.LightningModule):
     """Pretrains a `FlexiEncoder` with latent masked image modelling."""
 
@@ -55,8 +197,8 @@ class LatentMIM(L.LightningModule):
         encoder: EncoderConfig | None = None,
         predictor_depth: int = 4,
         predictor_dim: int | None = None,
-        objective: Literal["latent", "mae"] = "latent",
-        target: Literal["random_projection", "ema"] = "random_projection",
+        objective: str = "latent",
+        target: str = "random_projection",
         ema_decay: tuple[float, float] = (0.996, 1.0),
         tau: float = 0.1,
         contrastive_weight: float = 0.1,
@@ -73,8 +215,10 @@ class LatentMIM(L.LightningModule):
             encoder: encoder size and options (see configs/model/).
             predictor_depth: transformer blocks in the predictor.
             predictor_dim: predictor width (default: the encoder's).
-            objective: "latent" (patch discrimination against targets) or "mae" (pixels).
-            target: targets from a frozen random projection, or from an EMA encoder.
+            objective: `latent` (patch discrimination against targets), `mae` (pixels), or the
+                import path of an `Objective` subclass.
+            target: `random_projection` (a frozen random projection), `ema` (an EMA encoder),
+                or the import path of a `Target` subclass; unused by `mae`.
             ema_decay: (start, end) EMA decay, moved linearly over training.
             tau: temperature of the patch-discrimination and InfoNCE losses.
             contrastive_weight: weight of InfoNCE between two masked views (needs num_views=2).
@@ -94,24 +238,13 @@ class LatentMIM(L.LightningModule):
         self.encoder_config = encoder or EncoderConfig()
         # Plain values only, so checkpoints load with weights_only=True; `_class_path` lets
         # `helios validate/test/predict --ckpt_path` rebuild the model from the checkpoint.
-        self.save_hyperparameters(
-            {
-                "_class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-                "modalities": self.modalities,
-                "encoder": asdict(self.encoder_config),
-                "predictor_depth": predictor_depth,
-                "predictor_dim": predictor_dim,
-                "objective": objective,
-                "target": target,
-                "ema_decay": list(ema_decay),
-                "tau": tau,
-                "contrastive_weight": contrastive_weight,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "betas": list(betas),
-                "warmup_steps": warmup_steps,
-                "min_lr_ratio": min_lr_ratio,
-            }
+        args = {k: v for k, v in locals().items() if k in _INIT_ARGS}
+        self.save_hyperparameters(self._plain_hparams(args))
+        self.objective = part_class(objective, Objective, OBJECTIVES)()  # type: ignore[type-abstract]
+        self.target = (
+            part_class(target, Target, TARGETS)()  # type: ignore[type-abstract]
+            if self.objective.uses_target
+            else None
         )
         cfg = self.encoder_config
         self.encoder = cfg.build(self.modalities)
@@ -124,54 +257,42 @@ class LatentMIM(L.LightningModule):
             mlp_ratio=cfg.mlp_ratio,
             max_patch_size=cfg.max_patch_size,
         )
-        self.objective = objective
-        self.target_kind = target
-        self.target_projection: TokenEmbedding | None = None
-        self.target_encoder: nn.Module | None = None
-        self.pixel_head: PixelHead | None = None
-        if objective == "mae":
-            self.pixel_head = PixelHead(self.modalities, cfg.embed_dim, cfg.max_patch_size)
-        elif target == "random_projection":
-            self.target_projection = TokenEmbedding(
-                self.modalities, cfg.embed_dim, cfg.max_patch_size
-            )
-            self.target_projection.requires_grad_(False)
-        else:
-            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        for name, module in self.objective.build(self).items():
+            self.add_module(name, module)
+        if self.target is not None:
+            self.add_module(self.target.attribute, self.target.build(self))
         self.ema_decay = ema_decay
         self.tau = tau
         self.contrastive_weight = contrastive_weight
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
 
+    def _plain_hparams(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The init arguments as plain values (lists for tuples, a dict for the encoder)."""
+        plain: dict[str, Any] = {"_class_path": class_path(type(self))}
+        for name, value in args.items():
+            if name == "encoder":
+                value = asdict(self.encoder_config)
+            elif name == "modalities":
+                value = self.modalities
+            plain[name] = list(value) if isinstance(value, tuple) else value
+        return plain
+
     # -- objective -----------------------------------------------------------------------------
     @torch.no_grad()
-    def _targets(self, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
-        if self.target_projection is not None:
-            return self.target_projection(batch.data, batch.patch_size)
-        assert self.target_encoder is not None
-        available = (MaskValue.ENCODER, MaskValue.TARGET_ONLY, MaskValue.DECODER)
-        return self.target_encoder(batch, view, visible=available).tokens
+    def targets(self, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
+        """The target's per-token targets of a view."""
+        if self.target is None:
+            raise ValueError(f"{type(self.objective).__name__} has no target")
+        network = getattr(self, self.target.attribute)
+        return self.target.targets(network, batch, view)
 
     def _view_loss(self, batch: MaskedBatch, view: int) -> tuple[Tensor, TokensAndMasks, int]:
         encoded = self.encoder(batch, view)
         masks = batch.masks[view]
         decoded = self.predictor(encoded, batch.timestamps, batch.patch_size, masks=masks)
-        if self.pixel_head is not None:
-            pixels = self.pixel_head(decoded, batch.patch_size)
-            targets = patchify(batch.data, batch.patch_size)
-            # pixel patches differ in size between modalities: compare them flattened
-            pred = torch.cat([pixels[n][masks[n] == MaskValue.DECODER].flatten() for n in pixels])
-            tgt = torch.cat([targets[n][masks[n] == MaskValue.DECODER].flatten() for n in pixels])
-            n_dec = sum(int((masks[n] == MaskValue.DECODER).sum()) for n in pixels)
-            return mae_loss(pred, tgt), encoded, n_dec
-        pred, owner = _gather(decoded, masks, MaskValue.DECODER)
-        tgt, _ = _gather(self._targets(batch, view), masks, MaskValue.DECODER)
-        return (
-            patch_discrimination_loss(pred, tgt, owner, tau=self.tau),
-            encoded,
-            int(pred.shape[0]),
-        )
+        loss, n_dec = self.objective.loss(self, batch, view, decoded)
+        return loss, encoded, n_dec
 
     def _step(self, batch: MaskedBatch, stage: str) -> Tensor:
         losses, pooled, decoded = [], [], 0
@@ -230,15 +351,9 @@ class LatentMIM(L.LightningModule):
         return {"ids": torch.tensor(batch.sample_ids), "embedding": pooled.float().cpu()}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Update the EMA target after each optimiser step."""
-        if self.target_encoder is None:
-            return
-        total = max(1, self.trainer.estimated_stepping_batches)
-        start, end = self.ema_decay
-        decay = start + (end - start) * min(1.0, self.global_step / total)
-        with torch.no_grad():
-            for tgt, src in zip(self.target_encoder.parameters(), self.encoder.parameters()):
-                tgt.lerp_(src.detach(), 1 - decay)
+        """Let the target follow the encoder (EMA) after each optimiser step."""
+        if self.target is not None:
+            self.target.after_step(self, getattr(self, self.target.attribute))
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -266,3 +381,6 @@ class LatentMIM(L.LightningModule):
             optimizer, lambda s: cosine_with_warmup(s, self.warmup_steps, total, self.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+_INIT_ARGS = tuple(inspect.signature(LatentMIM.__init__).parameters)[1:]
