@@ -2,29 +2,64 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import math
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 
+from helios.data import masking
 from helios.data.masking import (
-    MASKING_STRATEGIES,
     MaskingStrategy,
     ModalityCrossMasking,
+    ModalityCrossRandomMasking,
+    ModalityCrossSpaceMasking,
+    ModalityCrossTimeMasking,
     RandomMasking,
     RandomTimeWithDecodeMasking,
+    RatioMasking,
     SpaceMasking,
     SpaceTimeMasking,
     TimeMasking,
-    build_masking,
     split_counts,
 )
 from helios.data.modalities import get_modality
 from helios.data.sample import MaskValue
 
 ENC, TGT, DEC, MIS = (int(v) for v in MaskValue)
-NAMES = sorted(MASKING_STRATEGIES)
+STRATEGIES: dict[str, type[MaskingStrategy]] = {
+    "random": RandomMasking,
+    "space": SpaceMasking,
+    "time": TimeMasking,
+    "space_time": SpaceTimeMasking,
+    "random_time_with_decode": RandomTimeWithDecodeMasking,
+    "modality_cross_random": ModalityCrossRandomMasking,
+    "modality_cross_space": ModalityCrossSpaceMasking,
+    "modality_cross_time": ModalityCrossTimeMasking,
+}
+"""Every strategy built from ratios, under upstream's name (the test ids)."""
+NAMES = sorted(STRATEGIES)
+
+
+def build_masking(
+    name: str,
+    encode_ratio: float = 0.5,
+    decode_ratio: float = 0.5,
+    decode_only_modalities: Sequence[str] = (),
+) -> MaskingStrategy:
+    """The strategy upstream calls `name`, built from ratios as a config's init_args would."""
+    cls: Any = STRATEGIES[name]
+    return cls(
+        encode_ratio=encode_ratio,
+        decode_ratio=decode_ratio,
+        decode_only_modalities=decode_only_modalities,
+    )
+
+
 RATIOS = [(0.5, 0.5), (0.25, 0.5), (0.6, 0.2)]
 
 
@@ -146,7 +181,17 @@ def assert_true(ok: bool) -> None:
 
 
 def test_every_strategy_has_a_check() -> None:
-    assert set(CHECKS) == set(MASKING_STRATEGIES)
+    assert set(CHECKS) == set(STRATEGIES)
+    ratio_classes = {
+        cls
+        for _, cls in inspect.getmembers(masking, inspect.isclass)
+        if cls.__module__ == masking.__name__
+        and issubclass(cls, MaskingStrategy)
+        and not inspect.isabstract(cls)
+        and not cls.__name__.startswith("_")
+        and "encode_ratio" in inspect.signature(cls).parameters
+    }
+    assert ratio_classes == set(STRATEGIES.values())  # a new strategy needs its checks
 
 
 # ---- the contract, over every strategy ------------------------------------------------------
@@ -158,7 +203,7 @@ def test_every_strategy_has_a_check() -> None:
 def test_contract(name: str, ratios: tuple[float, float], decode_only: tuple[str, ...]) -> None:
     e, d = ratios
     strategy = build_masking(name, e, d, decode_only)
-    assert isinstance(strategy, MASKING_STRATEGIES[name])
+    assert isinstance(strategy, STRATEGIES[name])
     names = [m for m in make_tokens(0) if m not in decode_only]
     for seed in range(6):
         tokens = make_tokens(seed, hole=seed % 2 == 0)
@@ -231,14 +276,27 @@ def test_invalid_options_raise() -> None:
         RandomMasking()({"srtm": np.zeros((4, 4, 1), np.int8)}, np.random.default_rng(0))
 
 
-def test_build_masking_names() -> None:
-    assert set(NAMES) == {
-        "random", "space", "time", "space_time", "random_time_with_decode",
-        "modality_cross_random", "modality_cross_space", "modality_cross_time",
-    }  # fmt: skip
-    with pytest.raises(ValueError, match="valid names: .*modality_cross_space"):
-        build_masking("spacetime")
-    strategy = build_masking("modality_cross_time", 0.3, 0.6, ["worldcover"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_strategy_builds_from_a_class_path(name: str) -> None:
+    jsonargparse = pytest.importorskip("jsonargparse")
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--masking", type=MaskingStrategy)
+    cls = STRATEGIES[name]
+    spec = {
+        "class_path": f"{cls.__module__}.{cls.__name__}",
+        "init_args": {"encode_ratio": 0.3, "decode_ratio": 0.6, "decode_only_modalities": ["srtm"]},
+    }
+    strategy = parser.instantiate(parser.parse_object({"masking": spec})).masking
+    assert type(strategy) is cls and strategy.decode_only_modalities == ("srtm",)
+    ratios = strategy.base if isinstance(strategy, ModalityCrossMasking) else strategy
+    assert isinstance(ratios, RatioMasking)
+    assert (ratios.encode_ratio, ratios.decode_ratio) == (0.3, 0.6)
+    with pytest.raises(argparse.ArgumentError, match="no attribute .spacetime."):
+        parser.parse_object({"masking": {"class_path": "helios.data.masking.spacetime"}})
+
+
+def test_modality_cross_presets_wrap_their_base() -> None:
+    strategy = ModalityCrossTimeMasking(0.3, 0.6, ["worldcover"])
     assert isinstance(strategy, ModalityCrossMasking)
     assert isinstance(strategy.base, TimeMasking)
     assert strategy.decode_only_modalities == ("worldcover",)

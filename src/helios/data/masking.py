@@ -13,6 +13,11 @@ fit when ``n >= 2``; the rest are TARGET_ONLY. A single unit is ENCODER; no unit
 
 ``decode_only_modalities`` (maps such as worldcover used only as targets) take no part in the
 split: all their available tokens are DECODER and none is ever ENCODER.
+
+Strategies are plain classes, chosen in a config by `class_path` with their ratios as
+`init_args` (e.g. `helios.data.masking.SpaceMasking`); upstream's names map one to one
+(`random` -> `RandomMasking`, `space_time` -> `SpaceTimeMasking`, `modality_cross_space` ->
+`ModalityCrossSpaceMasking`, ...).
 """
 
 from __future__ import annotations
@@ -434,7 +439,7 @@ class ModalityCrossMasking(MaskingStrategy):
 
 
 class _ModalityCrossPreset(ModalityCrossMasking):
-    """`ModalityCrossMasking` over a fixed base class, built from ratios (for short names)."""
+    """`ModalityCrossMasking` over a fixed base class, built from ratios (flat config keys)."""
 
     base_class: type[RatioMasking]
 
@@ -472,36 +477,3 @@ class ModalityCrossTimeMasking(_ModalityCrossPreset):
     """`ModalityCrossMasking` over `TimeMasking` (upstream ``modality_cross_time``)."""
 
     base_class = TimeMasking
-
-
-MASKING_STRATEGIES: dict[str, type[RatioMasking] | type[_ModalityCrossPreset]] = {
-    "random": RandomMasking,
-    "space": SpaceMasking,
-    "time": TimeMasking,
-    "space_time": SpaceTimeMasking,
-    "random_time_with_decode": RandomTimeWithDecodeMasking,
-    "modality_cross_random": ModalityCrossRandomMasking,
-    "modality_cross_space": ModalityCrossSpaceMasking,
-    "modality_cross_time": ModalityCrossTimeMasking,
-}
-"""Short names of the strategies; configs use ``class_path`` for every other option."""
-
-
-def build_masking(
-    name: str,
-    encode_ratio: float = 0.5,
-    decode_ratio: float = 0.5,
-    decode_only_modalities: Sequence[str] = (),
-) -> MaskingStrategy:
-    """Build the strategy registered under `name` in `MASKING_STRATEGIES`."""
-    try:
-        cls = MASKING_STRATEGIES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown masking strategy {name!r}; valid names: {sorted(MASKING_STRATEGIES)}"
-        ) from None
-    return cls(
-        encode_ratio=encode_ratio,
-        decode_ratio=decode_ratio,
-        decode_only_modalities=decode_only_modalities,
-    )
