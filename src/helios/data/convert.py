@@ -47,13 +47,14 @@ from helios.data.raw_tiles import (
     TILE_JSON,
     Grid,
     RawFile,
+    RawTile,
     TileError,
     check_sample,
-    parse_timestamps,
     present_steps,
     read_modality,
     scan_tiles,
     tile_signature,
+    tile_timestamps,
 )
 
 __all__ = [
@@ -93,6 +94,19 @@ class _Task:
     signature: str
     existing: frozenset[int]
     """Sample indices already on disk (kept, not rewritten)."""
+    error: str | None = None
+    """Why the tile directory could not be listed; the tile is then skipped as unreadable."""
+
+
+@dataclass
+class _TileData:
+    """One tile as read: arrays on the modality grids and the steps each modality has."""
+
+    arrays: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    timestamps: np.ndarray
+    multitemporal: list[str]
+    grid: Grid
 
 
 @dataclass
@@ -134,70 +148,61 @@ class ConvertResult:
         )
 
 
+def _read_tile(task: _Task, params: _Params) -> _TileData:
+    """Read and validate every raster of one tile; raises TileError with the skip reason."""
+    if task.error is not None:
+        raise TileError("unreadable", task.error)
+    tile_dir = Path(task.directory)
+    by_mod: dict[str, list[tuple[str, int | None, int | None]]] = {}
+    for name, mod, band_set, step in task.files:
+        by_mod.setdefault(mod, []).append((name, band_set, step))
+    if not by_mod:
+        raise TileError("no files", f"no raster of {', '.join(params.modalities)}")
+    multitemporal = sorted(m for m in by_mod if get_modality(m).is_multitemporal)
+    timestamps = tile_timestamps(tile_dir, multitemporal)
+    grid = Grid()
+    arrays, has_file = {}, {}
+    for mod in sorted(by_mod):
+        spec = get_modality(mod)
+        arrays[mod], has_file[mod] = read_modality(
+            tile_dir, spec, by_mod[mod], len(timestamps), grid
+        )
+    present = {m: present_steps(get_modality(m), arrays[m], has_file[m]) for m in arrays}
+    check_sample(present, multitemporal, params.min_timesteps)
+    return _TileData(arrays, present, timestamps, multitemporal, grid)
+
+
 def _process_tile(task: _Task, params: _Params) -> dict[str, Any]:
     """Read one tile, write its missing samples; returns a JSON-able outcome."""
     outcome: dict[str, Any] = {"tile_id": task.tile_id, "position": task.position,
                                "signature": task.signature, "reason": None, "kind": None,
                                "samples": [], "skipped_samples": [], "written": 0}  # fmt: skip
-    tile_dir = Path(task.directory)
-    by_mod: dict[str, list[tuple[str, int | None, int | None]]] = {}
-    for name, mod, band_set, step in task.files:
-        by_mod.setdefault(mod, []).append((name, band_set, step))
     try:
-        if not by_mod:
-            raise TileError("no files", f"no raster of {', '.join(params.modalities)}")
-        stamps = parse_timestamps(tile_dir)
-        multitemporal = sorted(m for m in by_mod if get_modality(m).is_multitemporal)
-        if stamps is None and multitemporal:
-            raise TileError("bad tile.json", f"missing; needed for {', '.join(multitemporal)}")
-        timestamps = stamps if stamps is not None else np.zeros((0, 3), dtype=np.int32)
-        grid = Grid()
-        arrays, has_file = {}, {}
-        for mod in sorted(by_mod):
-            spec = get_modality(mod)
-            arrays[mod], has_file[mod] = read_modality(
-                tile_dir, spec, by_mod[mod], len(timestamps), grid
-            )
-        present = {m: present_steps(get_modality(m), arrays[m], has_file[m]) for m in arrays}
-        check_sample(present, multitemporal, params.min_timesteps)
+        tile = _read_tile(task, params)
     except TileError as err:
         outcome.update(reason=str(err), kind=err.kind)
         return outcome
     except Exception as err:  # any reader failure skips the tile, never the run
         outcome.update(reason=f"unreadable: {type(err).__name__}: {err}", kind="unreadable")
         return outcome
-
     n = TILE_SIZE // params.tile_size
-    left, bottom, right, top = grid.bounds or (0.0, 0.0, 0.0, 0.0)
+    left, bottom, right, top = tile.grid.bounds or (0.0, 0.0, 0.0, 0.0)
     quads = [divmod(q, n) for q in range(n * n)]
     xs = [left + (c + 0.5) * (right - left) / n for _, c in quads]
     ys = [top - (r + 0.5) * (top - bottom) / n for r, _ in quads]
-    lons, lats = rasterio.warp.transform(grid.crs, "EPSG:4326", xs, ys)
+    lons, lats = rasterio.warp.transform(tile.grid.crs, "EPSG:4326", xs, ys)
     for q, (r, c) in enumerate(quads):
         index = task.position * n * n + q
-        data: dict[str, np.ndarray] = {}
-        masks: dict[str, np.ndarray] = {}
-        sub_present: dict[str, np.ndarray] = {}
-        for mod, arr in arrays.items():
-            spec = get_modality(mod)
-            s = params.tile_size * spec.pixels_per_ref_pixel
-            sub = arr[r * s : (r + 1) * s, c * s : (c + 1) * s]
-            keep = present[mod] & present_steps(spec, sub, np.ones_like(present[mod]))
-            sub_present[mod] = keep
-            if not keep.any():
-                continue
-            data[mod] = np.ascontiguousarray(sub[:, :, keep] if spec.is_multitemporal else sub)
-            if spec.is_multitemporal:
-                masks[mod] = keep
+        data, masks, sub_present = _quadrant(tile, params.tile_size, r, c)
         try:
-            check_sample(sub_present, multitemporal, params.min_timesteps)
+            check_sample(sub_present, tile.multitemporal, params.min_timesteps)
         except TileError as err:
             outcome["skipped_samples"].append({"index": index, "quadrant": q, "reason": str(err)})
             continue
         latlon = [float(lats[q]), float(lons[q])]
         if index not in task.existing:
             path = Path(params.out_dir) / sample_filename(index)
-            write_sample(path, data, timestamps, np.array(latlon), masks, params.compression)
+            write_sample(path, data, tile.timestamps, np.array(latlon), masks, params.compression)
             outcome["written"] += 1
         outcome["samples"].append(
             {"index": index, "quadrant": q, "modalities": sorted(data), "latlon": latlon}
@@ -206,6 +211,27 @@ def _process_tile(task: _Task, params: _Params) -> dict[str, Any]:
         reasons = sorted({s["reason"] for s in outcome["skipped_samples"]})
         outcome.update(reason="; ".join(reasons), kind=reasons[0].split(":")[0])
     return outcome
+
+
+def _quadrant(
+    tile: _TileData, tile_size: int, r: int, c: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sample (r, c) of a tile: (on-disk arrays, step masks, steps present per modality)."""
+    data: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    sub_present: dict[str, np.ndarray] = {}
+    for mod, arr in tile.arrays.items():
+        spec = get_modality(mod)
+        s = tile_size * spec.pixels_per_ref_pixel
+        sub = arr[r * s : (r + 1) * s, c * s : (c + 1) * s]
+        keep = tile.present[mod] & present_steps(spec, sub, np.ones_like(tile.present[mod]))
+        sub_present[mod] = keep
+        if not keep.any():
+            continue
+        data[mod] = np.ascontiguousarray(sub[:, :, keep] if spec.is_multitemporal else sub)
+        if spec.is_multitemporal:
+            masks[mod] = keep
+    return data, masks, sub_present
 
 
 def _process_chunk(tasks: Sequence[_Task], params: _Params) -> list[dict[str, Any]]:
@@ -307,6 +333,29 @@ def _finalize(
     return final
 
 
+def _check_arguments(
+    raw_dir: Path, out_root: Path, tile_size: int, min_timesteps: int, wanted: list[str] | None
+) -> None:
+    """Raise FileNotFoundError or ValueError, naming the path, on arguments convert cannot use."""
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"{raw_dir}: raw tile directory not found")
+    for p in (out_root, *out_root.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise ValueError(f"{p}: the output root must be a directory, and this is not a "
+                                 "directory")  # fmt: skip
+            break
+    if tile_size < 1 or TILE_SIZE % tile_size:
+        raise ValueError(f"tile_size must divide {TILE_SIZE}, got {tile_size}")
+    if min_timesteps < 1:
+        raise ValueError(f"min_timesteps must be at least 1, got {min_timesteps}")
+    for mod in wanted or []:
+        if mod not in MODALITIES:
+            raise ValueError(f"unknown modality {mod!r}; known: {', '.join(sorted(MODALITIES))}")
+        if not MODALITIES[mod].is_spatial:
+            raise ValueError(f"{mod} is non-spatial; convert reads GeoTIFF tiles only")
+
+
 def convert(
     raw_dir: Path | str,
     out_root: Path | str,
@@ -327,27 +376,17 @@ def convert(
     start = time.perf_counter()
     compression = compression or Compression()
     raw_dir, out_root = Path(raw_dir), Path(out_root)
-    if not raw_dir.is_dir():
-        raise FileNotFoundError(f"{raw_dir}: raw tile directory not found")
-    if tile_size < 1 or TILE_SIZE % tile_size:
-        raise ValueError(f"tile_size must divide {TILE_SIZE}, got {tile_size}")
-    if min_timesteps < 1:
-        raise ValueError(f"min_timesteps must be at least 1, got {min_timesteps}")
     wanted = None if modalities is None else sorted(set(modalities))
-    for mod in wanted or []:
-        if mod not in MODALITIES:
-            raise ValueError(f"unknown modality {mod!r}; known: {', '.join(sorted(MODALITIES))}")
-        if not MODALITIES[mod].is_spatial:
-            raise ValueError(f"{mod} is non-spatial; convert reads GeoTIFF tiles only")
+    _check_arguments(raw_dir, out_root, tile_size, min_timesteps, wanted)
     tiles, notes = scan_tiles(raw_dir, wanted)
     if not tiles:
         raise ValueError(f"{raw_dir}: no tiles (expected one sub-directory per tile)")
-    mods = wanted or sorted({f[1] for _, _, files in tiles for f in files})
+    mods = wanted or sorted({f[1] for t in tiles for f in t.files})
     if not mods:
         raise ValueError(f"{raw_dir}: no <modality>.tif raster of a known spatial modality")
     dataset_dir = out_root / recipe_dirname(compression, tile_size) / dataset_dirname(mods)
-    signatures = [tile_signature(d, files) for _, d, files in tiles]
-    run = {"tiles": [t[0] for t in tiles], "modalities": mods, "tile_size": tile_size,
+    signatures = [tile_signature(t.directory, t.files) for t in tiles]
+    run = {"tiles": [t.tile_id for t in tiles], "modalities": mods, "tile_size": tile_size,
            "compression": compression.to_json(), "min_timesteps": min_timesteps}  # fmt: skip
     fingerprint = hashlib.sha1(json.dumps([run, signatures]).encode()).hexdigest()
     done = _find_complete(dataset_dir, fingerprint)
@@ -358,14 +397,34 @@ def convert(
     work = dataset_dir / IN_PROGRESS
     resumed = _prepare_work_dir(work, run)
     params = _Params(str(work), tuple(mods), tile_size, compression, min_timesteps)
+    outcomes, tasks = _plan(work, tiles, signatures, (TILE_SIZE // tile_size) ** 2)
+    with (work / _JOURNAL).open("a") as journal_fh:
+        for outcome in _run(tasks, params, workers, progress):
+            outcomes[outcome["tile_id"]] = outcome
+            journal_fh.write(json.dumps(outcome) + "\n")
+            journal_fh.flush()
+
+    ordered = [outcomes[t.tile_id] for t in tiles]
+    report = _report(raw_dir, fingerprint, run, ordered, notes)
+    out_dir = _finalize(work, dataset_dir, ordered, params, report)
+    notes += ["resumed an interrupted conversion"] if resumed else []
+    return _result(out_dir, report, start, notes, written=sum(o["written"] for o in ordered))
+
+
+def _plan(
+    work: Path, tiles: list[RawTile], signatures: list[str], splits: int
+) -> tuple[dict[str, dict[str, Any]], list[_Task]]:
+    """Outcomes of tiles finished by an earlier run (from the journal), and tasks for the rest.
+
+    Samples of tiles whose files changed since they were journaled are deleted.
+    """
     journal = _load_journal(work)
     on_disk = {int(m[1]) for p in os.listdir(work) if (m := SAMPLE_RE.match(p))}
-    splits = (TILE_SIZE // tile_size) ** 2
     outcomes: dict[str, dict[str, Any]] = {}
     tasks = []
-    for pos, ((tile_id, tile_dir, files), sig) in enumerate(zip(tiles, signatures)):
+    for pos, (t, sig) in enumerate(zip(tiles, signatures)):
         indices = range(pos * splits, (pos + 1) * splits)
-        prev = journal.get(tile_id)
+        prev = journal.get(t.tile_id)
         if prev is not None and prev["signature"] != sig:  # tile changed: its samples are stale
             for i in indices:
                 (work / sample_filename(i)).unlink(missing_ok=True)
@@ -375,29 +434,33 @@ def convert(
             and prev["reason"] is None
             and all(s["index"] in on_disk for s in prev["samples"])
         ):
-            outcomes[tile_id] = prev | {"written": 0}
+            outcomes[t.tile_id] = prev | {"written": 0}
             continue
         existing = frozenset(i for i in indices if i in on_disk)
-        tasks.append(_Task(tile_id, pos, str(tile_dir), tuple(files), sig, existing))
+        task = _Task(t.tile_id, pos, str(t.directory), tuple(t.files), sig, existing, t.error)
+        tasks.append(task)
+    return outcomes, tasks
 
-    with (work / _JOURNAL).open("a") as journal_fh:
-        for outcome in _run(tasks, params, workers, progress):
-            outcomes[outcome["tile_id"]] = outcome
-            journal_fh.write(json.dumps(outcome) + "\n")
-            journal_fh.flush()
 
-    ordered = [outcomes[t[0]] for t in tiles]
+def _report(
+    raw_dir: Path,
+    fingerprint: str,
+    run: dict[str, Any],
+    ordered: list[dict[str, Any]],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The conversion_report.json payload from every tile's outcome, in tile order."""
     bad = [o for o in ordered if o["reason"] is not None]
-    num_samples = sum(len(o["samples"]) for o in ordered)
-    report = {
+    mods = run["modalities"]
+    return {
         "raw_dir": str(raw_dir.resolve()),
         "fingerprint": fingerprint,
         "parameters": {k: v for k, v in run.items() if k != "tiles"},
         "counts": {
-            "tiles": len(tiles),
-            "converted_tiles": len(tiles) - len(bad),
+            "tiles": len(ordered),
+            "converted_tiles": len(ordered) - len(bad),
             "skipped_tiles": len(bad),
-            "samples": num_samples,
+            "samples": sum(len(o["samples"]) for o in ordered),
             "skipped_samples": sum(len(o["skipped_samples"]) for o in ordered if not o["reason"]),
             "skip_reasons": dict(Counter(o["kind"] for o in bad)),
             "samples_per_modality": {
@@ -411,9 +474,6 @@ def convert(
         ],
         "notes": notes,
     }  # fmt: skip
-    out_dir = _finalize(work, dataset_dir, ordered, params, report)
-    notes += ["resumed an interrupted conversion"] if resumed else []
-    return _result(out_dir, report, start, notes, written=sum(o["written"] for o in ordered))
 
 
 def _result(
