@@ -1,4 +1,10 @@
-"""`helios eval run`: one evaluation from a YAML recipe and/or flags."""
+"""`helios eval run`: one evaluation from a YAML recipe and/or flags; `helios eval tasks`.
+
+The recipe is read by jsonargparse against `EvalConfig`. `model`, `task` and `protocol` take
+either their short form or `{class_path, init_args}` of a subclass of `EncoderLoader`,
+`EvalDataset` (with a `split` argument) or `EvalProtocol`; the class path form is checked
+against the class's signature while parsing, the short form right after.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +14,83 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse.typing import register_type
 
-from helios.evals.run import EvalConfig, run_eval
+from helios.data.normalize import NormMethod
+from helios.evals.components import ComponentError, from_namespace
+from helios.evals.models import MODEL_KINDS, EncoderLoader, ModelSpec
+from helios.evals.protocols import PROTOCOLS, EvalProtocol
+from helios.evals.run import EvalConfig, resolve, run_eval
+from helios.evals.tasks import TASKS, TaskConfig, TaskFactory
+
+_COMPONENTS = {"model": ModelSpec, "task": TaskConfig, "protocol": str}
+
+
+def _norm_method(value: str) -> NormMethod:
+    if value in NormMethod.__members__:  # jsonargparse passes the default by member name
+        return NormMethod[value]
+    try:
+        return NormMethod(value)
+    except ValueError:
+        known = ", ".join(m.value for m in NormMethod)
+        raise ValueError(f"unknown norm_method {value!r}; use one of {known}") from None
 
 
 def eval_parser() -> ArgumentParser:
     """The parser of `helios eval run` (every EvalConfig field is a flag)."""
+    # the enum's values (olmoearth's strings) are what configs write, not its member names
+    register_type(NormMethod, serializer=lambda m: m.value, deserializer=_norm_method)
     parser = ArgumentParser(prog="helios eval run", description="Run one evaluation.")
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML EvalConfig")
-    parser.add_class_arguments(EvalConfig, None)
+    parser.add_class_arguments(EvalConfig, None, skip=set(_COMPONENTS))
+    parser.add_argument(
+        "--model",
+        type=ModelSpec | EncoderLoader | None,
+        default=None,
+        help=f"{{kind, path, name, seed, options}} with kind one of {', '.join(MODEL_KINDS)}, "
+        "or {class_path, init_args} of an EncoderLoader",
+    )
+    parser.add_argument(
+        "--task",
+        type=TaskConfig | TaskFactory | None,
+        default=None,
+        help="{name, root, options} (`helios eval tasks`), or {class_path, init_args} of an "
+        "EvalDataset subclass (init args without split)",
+    )
+    parser.add_argument(
+        "--protocol",
+        type=str | EvalProtocol,
+        default="knn",
+        help=f"{', '.join(PROTOCOLS)}, or an EvalProtocol by import path or class_path",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
+def _component(value: Any, short: type) -> Any:
+    """A parsed model, task or protocol as EvalConfig holds it (None: the default)."""
+    if value is None:
+        return short()  # a dataclass default would make jsonargparse drop a class_path
+    value = from_namespace(value)
+    if isinstance(value, Namespace):
+        return short(**value.as_dict())
+    return value
+
+
 def parse_eval_config(argv: Sequence[str]) -> tuple[EvalConfig, bool]:
-    """Parse `helios eval run` arguments into an EvalConfig."""
+    """Parse `helios eval run` arguments into an EvalConfig (its parts checked)."""
     parser = eval_parser()
     cfg = parser.parse_args(list(argv))
-    init = parser.instantiate_classes(cfg)
-    names = [f.name for f in dataclasses.fields(EvalConfig)]
-    return EvalConfig(**{k: init[k] for k in names}), bool(cfg.no_progress)
+    components = {k: _component(cfg[k], short) for k, short in _COMPONENTS.items()}
+    cfg_plain = parser.instantiate(cfg.clone())
+    names = [f.name for f in dataclasses.fields(EvalConfig) if f.name not in _COMPONENTS]
+    config = EvalConfig(**components, **{k: cfg_plain[k] for k in names})
+    try:
+        resolve(config)
+    except ComponentError as err:
+        parser.error(str(err))
+    return config, bool(cfg.no_progress)
 
 
 def add_eval_commands(groups: Any) -> None:
@@ -36,7 +98,7 @@ def add_eval_commands(groups: Any) -> None:
     p = groups.add_parser(
         "eval",
         help="evaluate an encoder on a benchmark (kNN, linear probe, fine-tune)",
-        description="`helios eval run --config eval.yaml [--eval.protocol knn ...]`; "
+        description="`helios eval run --config eval.yaml [--protocol knn ...]`; "
         "see `helios eval run --help` for every option.",
     )
     p.add_argument("action", choices=("run", "tasks"), help="run an evaluation, or list tasks")
@@ -46,8 +108,6 @@ def add_eval_commands(groups: Any) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     if args.action == "tasks":
-        from helios.evals.tasks import TASKS
-
         print("\n".join(TASKS))
         return 0
     config, no_progress = parse_eval_config(args.rest)

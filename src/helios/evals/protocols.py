@@ -6,16 +6,24 @@
   whose logits are upsampled (bilinear) to pixels.
 - `FineTune`: encoder + the same head, trained end to end; the encoder stays frozen for the first
   `freeze_fraction` of epochs, then trains at `lr * unfrozen_lr_scale`.
+
+An eval config chooses a protocol by class (`EvalProtocol` subclasses: `KNNProtocol`,
+`LinearProbeProtocol`, `FineTuneProtocol`, or one of your own by import path), or by the
+short names in `PROTOCOLS` (knn, linear_probe, finetune).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -25,9 +33,19 @@ from torchmetrics.classification import (
     MultilabelF1Score,
 )
 
-from helios.data.sample import MaskedBatch
+from helios.data.batching import LabeledCollate
+from helios.data.normalize import Normalizer
+from helios.data.sample import LabeledSample, MaskedBatch
 from helios.evals.api import TaskSpec
+from helios.evals.embed import extract_embeddings
 from helios.nn.api import Encoder, PoolMode
+
+PROTOCOLS: dict[str, str] = {
+    "knn": "helios.evals.protocols.KNNProtocol",
+    "linear_probe": "helios.evals.protocols.LinearProbeProtocol",
+    "finetune": "helios.evals.protocols.FineTuneProtocol",
+}
+"""Short protocol names -> the import path of their `EvalProtocol`."""
 
 
 def task_metrics(task: TaskSpec) -> MetricCollection:
@@ -133,6 +151,21 @@ def task_loss(logits: Tensor, y: Tensor, task: TaskSpec) -> Tensor:
     return F.cross_entropy(logits, y.long(), ignore_index=task.ignore_index)
 
 
+def adamw_cosine(
+    params: Iterable[Any], lr: float, weight_decay: float, trainer: L.Trainer
+) -> dict[str, Any]:
+    """AdamW with a per-step cosine decay over the whole run (Lightning's optimizer config)."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    total = max(1, int(trainer.estimated_stepping_batches))
+    return {
+        "optimizer": opt,
+        "lr_scheduler": {
+            "scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, total),
+            "interval": "step",
+        },
+    }
+
+
 class _Scored(L.LightningModule):
     """Shared metric bookkeeping: train/val/test clones of the task's metrics."""
 
@@ -203,15 +236,7 @@ class LinearProbe(_Scored):
 
     def configure_optimizers(self) -> Any:
         """AdamW with a cosine schedule."""
-        opt = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {
-                "scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, total),
-                "interval": "step",
-            },
-        }
+        return adamw_cosine(self.head.parameters(), self.lr, self.weight_decay, self.trainer)
 
 
 class FineTune(_Scored):
@@ -262,18 +287,135 @@ class FineTune(_Scored):
 
     def configure_optimizers(self) -> Any:
         """AdamW with a cosine schedule."""
-        opt = torch.optim.AdamW(
-            [
-                {"params": self.head.parameters(), "lr": self.lr},
-                {"params": self.encoder.parameters(), "lr": self.lr * self.unfrozen_lr_scale},
-            ],
-            weight_decay=self.weight_decay,
+        groups = [
+            {"params": self.head.parameters(), "lr": self.lr},
+            {"params": self.encoder.parameters(), "lr": self.lr * self.unfrozen_lr_scale},
+        ]
+        return adamw_cosine(groups, self.lr, self.weight_decay, self.trainer)
+
+
+# -- protocols, as an eval config chooses them --------------------------------------------------
+
+
+@dataclass
+class ProtocolInputs:
+    """What a protocol scores: an encoder, how to feed it, a task's splits and the settings."""
+
+    encoder: Encoder
+    normalizer: Normalizer
+    """Applied to raw samples before the encoder (the model's or the benchmark's stats)."""
+    patch_size: int
+    task: TaskSpec
+    train: Dataset[LabeledSample]
+    val: Dataset[LabeledSample]
+    test: Dataset[LabeledSample]
+    lr: float
+    epochs: int
+    batch_size: int
+    pooling: PoolMode
+    k: int
+    device: str
+    """"cpu" or "cuda"."""
+    progress: bool = True
+
+
+class EvalProtocol(ABC):
+    """How an encoder is scored on a task; `run` returns {"val": {...}, "test": {...}}."""
+
+    ignores: ClassVar[frozenset[str]] = frozenset()
+    """Settings of `EvalConfig` this protocol does not read (sweeps do not vary them)."""
+
+    @abstractmethod
+    def run(self, inputs: ProtocolInputs) -> dict[str, Any]:
+        """The validation and test scores (metric name -> value, per-class lists allowed)."""
+
+
+def embeddings(inputs: ProtocolInputs) -> dict[str, tuple[Tensor, Tensor]]:
+    """Pooled embeddings and labels of the three splits (per token for segmentation)."""
+    spatial = inputs.task.kind == "segmentation"
+    return {
+        name: extract_embeddings(
+            inputs.encoder,
+            ds,
+            inputs.normalizer,
+            inputs.patch_size,
+            inputs.pooling,
+            spatial,
+            inputs.batch_size,
+            device=inputs.device,
+            progress=inputs.progress,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        for name, ds in (("train", inputs.train), ("val", inputs.val), ("test", inputs.test))
+    }
+
+
+def trainer(inputs: ProtocolInputs) -> L.Trainer:
+    """A quiet Lightning trainer for `inputs.epochs` epochs, validating at the end."""
+    return L.Trainer(
+        max_epochs=inputs.epochs,
+        accelerator="gpu" if inputs.device == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=max(1, inputs.epochs),
+    )
+
+
+class KNNProtocol(EvalProtocol):
+    """kNN on frozen embeddings (`knn_eval` with `k` neighbours)."""
+
+    ignores = frozenset({"lr", "epochs"})
+
+    def run(self, inputs: ProtocolInputs) -> dict[str, Any]:
+        """Score val and test against the train embeddings."""
+        emb = embeddings(inputs)
         return {
-            "optimizer": opt,
-            "lr_scheduler": {
-                "scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, total),
-                "interval": "step",
-            },
+            s: knn_eval(*emb["train"], *emb[s], inputs.task, k=inputs.k) for s in ("val", "test")
         }
+
+
+class LinearProbeProtocol(EvalProtocol):
+    """A `LinearProbe` trained on frozen embeddings."""
+
+    ignores = frozenset({"k"})
+
+    def run(self, inputs: ProtocolInputs) -> dict[str, Any]:
+        """Train on the train embeddings, score val and test."""
+        emb = embeddings(inputs)
+        probe = LinearProbe(emb["train"][0].shape[-1], inputs.task, lr=inputs.lr)
+        loaders = {
+            s: DataLoader(
+                TensorDataset(*emb[s]), batch_size=inputs.batch_size, shuffle=s == "train"
+            )
+            for s in emb
+        }
+        fit = trainer(inputs)
+        fit.fit(probe, loaders["train"], loaders["val"])
+        fit.test(probe, loaders["test"], verbose=False)
+        return probe.results
+
+
+class FineTuneProtocol(EvalProtocol):
+    """The encoder and a linear head trained end to end (`FineTune`)."""
+
+    ignores = frozenset({"k"})
+
+    def run(self, inputs: ProtocolInputs) -> dict[str, Any]:
+        """Fine-tune on train, score val and test."""
+        collate = LabeledCollate(
+            inputs.encoder.modalities, inputs.normalizer, inputs.patch_size, fit="crop"
+        )
+        loaders: dict[str, DataLoader[Any]] = {
+            s: DataLoader(
+                ds, batch_size=inputs.batch_size, shuffle=s == "train", collate_fn=collate
+            )
+            for s, ds in (("train", inputs.train), ("val", inputs.val), ("test", inputs.test))
+        }
+        module = FineTune(inputs.encoder, inputs.task, lr=inputs.lr, pooling=inputs.pooling)
+        fit = trainer(inputs)
+        fit.fit(module, loaders["train"], loaders["val"])
+        fit.test(module, loaders["test"], verbose=False)
+        return module.results

@@ -1,8 +1,10 @@
 """One evaluation run: a model, a task, a protocol and its settings -> scores in results.json.
 
-`EvalConfig` is the whole recipe (the sweep generator writes one per run as YAML);
-`run_eval(config)` executes it and writes `<output>/results.json` atomically, so a finished run
-is recognisable and skipped by sweeps.
+`EvalConfig` is the whole recipe, as plain data (the sweep generator writes one per run as
+YAML); `run_eval(config)` executes it and writes `<output>/results.json` atomically, so a
+finished run is recognisable and skipped by sweeps. Model, task and protocol are each a
+`{class_path, init_args}` choice (`ClassSpec`) or its short form: `ModelSpec` (`kind:`),
+`TaskConfig` (`name:`) and a protocol name.
 """
 
 from __future__ import annotations
@@ -11,78 +13,50 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import Subset
 
 from helios.data.normalize import Normalizer, NormMethod
 from helios.evals.api import EvalDataset, Split
-from helios.evals.embed import EvalCollate, extract_embeddings
-from helios.evals.protocols import FineTune, LinearProbe, knn_eval, primary_metric
-from helios.nn.api import Encoder
+from helios.evals.components import ClassSpec, build, located, resolve_alias
+from helios.evals.models import (
+    MODEL_KINDS,
+    EncoderLoader,
+    LoadedEncoder,
+    ModelSpec,
+    encoder_loader,
+    load_model,
+    model_label,
+)
+from helios.evals.protocols import (
+    PROTOCOLS,
+    EvalProtocol,
+    ProtocolInputs,
+    primary_metric,
+)
+from helios.evals.tasks import TaskConfig, TaskFactory, task_factory
 
-ModelKind = Literal["helios", "helios-random", "galileo", "panopticon", "dinov3-sat", "dinov3-web"]
-Protocol = Literal["knn", "linear_probe", "finetune"]
-NormMethodName = Literal[
-    "norm_no_clip",
-    "norm_no_clip_2_std",
-    "norm_yes_clip",
-    "norm_yes_clip_2_std",
-    "norm_yes_clip_3_std",
-    "norm_yes_clip_int",
-    "norm_yes_clip_2_std_int",
-    "norm_yes_clip_3_std_int",
-    "norm_yes_clip_min_max_int",
-    "standardize",
-    "no_norm",
-]
 RESULTS = "results.json"
-
-
-@dataclass
-class ModelSpec:
-    """Which encoder to evaluate."""
-
-    kind: ModelKind = "helios"
-    """helios (an exported encoder.pt), helios-random (same architecture, random weights),
-    or a baseline."""
-    path: str = ""
-    """The encoder file (helios) or the baseline's local weights."""
-    name: str = ""
-    """Label in reports (default: kind + file name)."""
-    seed: int = 0
-    """helios-random only: the seed of the random weights. Compare a pretrained encoder with
-    several seeds: on small tasks the spread between random inits can exceed the gap."""
-
-    @property
-    def label(self) -> str:
-        """Display name."""
-        return self.name or f"{self.kind}:{Path(self.path).name}" if self.path else self.kind
-
-
-@dataclass
-class TaskConfig:
-    """Which benchmark, from where."""
-
-    name: str = "demo-cloud-tiles"
-    """A task name (see `helios.evals.tasks.TASKS`)."""
-    root: str = "demo_data"
-    """The benchmark's folder as downloaded (for demo tasks: `helios data demo --out`)."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Extra reader options (e.g. {"modalities": ["sentinel1"]} for Sen1Floods11)."""
 
 
 @dataclass
 class EvalConfig:
     """A complete, reproducible evaluation recipe."""
 
-    model: ModelSpec = field(default_factory=ModelSpec)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    protocol: Protocol = "knn"
+    model: ModelSpec | ClassSpec = field(default_factory=ModelSpec)
+    """The encoder: `{kind, path, name}` (a short kind, `MODEL_KINDS`), or
+    `{class_path, init_args}` of an `EncoderLoader` (init args include `path`)."""
+    task: TaskConfig | ClassSpec = field(default_factory=TaskConfig)
+    """The benchmark: `{name, root, options}` (a task name), or `{class_path, init_args}` of an
+    `EvalDataset` subclass taking a `split` (init args without it)."""
+    protocol: str | ClassSpec = "knn"
+    """knn, linear_probe, finetune, or an `EvalProtocol` by import path or class_path."""
     lr: float = 1e-3
     """Learning rate (linear probe / fine-tune)."""
     epochs: int = 20
@@ -90,8 +64,8 @@ class EvalConfig:
     pooling: Literal["mean", "max"] = "mean"
     normalization: Literal["model", "dataset"] = "model"
     """The model's own normalization (checkpoint stats) or the benchmark's statistics."""
-    norm_method: NormMethodName = "norm_no_clip_2_std"
-    """Method used with dataset stats (FORMATS §3)."""
+    norm_method: NormMethod = NormMethod.NORM_NO_CLIP_2_STD
+    """Method used with dataset stats (FORMATS §3), by its value, e.g. norm_no_clip_2_std."""
     label_fraction: float = 1.0
     """Fraction of the train split used (seeded subset)."""
     patch_size: int | None = None
@@ -103,26 +77,49 @@ class EvalConfig:
     output: str = "eval_runs/run"
     """Folder for results.json."""
 
-
-def load_model(spec: ModelSpec) -> tuple[Encoder, Normalizer, int]:
-    """The encoder, its own normalization and its default patch size."""
-    if spec.kind in ("helios", "helios-random"):
-        from helios.nn.export import load_encoder
-
-        exported = load_encoder(spec.path)
-        encoder = exported.encoder
-        if spec.kind == "helios-random":
-            with torch.random.fork_rng():
-                torch.manual_seed(spec.seed)
-                encoder = exported.config.build(exported.modalities)
-        return encoder, exported.normalizer, exported.patch_size
-    from helios.evals.baselines import load_baseline
-
-    model = load_baseline(spec.kind, spec.path)
-    return model, model.normalizer, model.default_patch_size
+    def __post_init__(self) -> None:
+        self.norm_method = NormMethod(self.norm_method)  # a value read from YAML or a sweep
 
 
-def _subset(ds: EvalDataset, fraction: float, seed: int) -> EvalDataset | Subset:
+def protocol_spec(protocol: str | ClassSpec) -> ClassSpec:
+    """The `{class_path, init_args}` form of a protocol name or spec."""
+    if isinstance(protocol, ClassSpec):
+        return protocol
+    return ClassSpec(resolve_alias(protocol, PROTOCOLS, "protocol"))
+
+
+def protocol_label(protocol: str | ClassSpec) -> str:
+    """How reports name a protocol: its short name, or its class's name."""
+    return protocol.rpartition(".")[2] if isinstance(protocol, str) else protocol.name
+
+
+def eval_protocol(protocol: str | ClassSpec, where: str = "protocol") -> EvalProtocol:
+    """The protocol object a config names."""
+    with located(where):
+        spec = protocol_spec(protocol)
+    built: EvalProtocol = build(spec, EvalProtocol, where)
+    return built
+
+
+@dataclass
+class Resolved:
+    """The parts of an `EvalConfig`, built and checked (nothing loaded or read yet)."""
+
+    loader: EncoderLoader
+    task: TaskFactory
+    protocol: EvalProtocol
+
+
+def resolve(config: EvalConfig) -> Resolved:
+    """Build the config's model loader, task opener and protocol, checking every init arg."""
+    return Resolved(
+        loader=encoder_loader(config.model),
+        task=task_factory(config.task),
+        protocol=eval_protocol(config.protocol),
+    )
+
+
+def _subset(ds: EvalDataset, fraction: float, seed: int) -> EvalDataset | Subset[Any]:
     if fraction >= 1.0:
         return ds
     n = max(1, int(round(len(ds) * fraction)))
@@ -138,74 +135,39 @@ def _device(name: str) -> str:
 
 def run_eval(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Execute `config`; returns the results and writes `<output>/results.json`."""
-    from helios.evals.tasks import build_task
-
     start = time.perf_counter()
+    parts = resolve(config)
     L.seed_everything(config.seed, verbose=False)
-    encoder, model_norm, default_patch = load_model(config.model)
-    splits: dict[Split, EvalDataset] = {
-        s: build_task(config.task.name, config.task.root, s, config.task.options)
-        for s in ("train", "val", "test")
-    }
+    model: LoadedEncoder = parts.loader.load()
+    splits: dict[Split, EvalDataset] = {s: parts.task(split=s) for s in ("train", "val", "test")}
     task = splits["train"].task
     if config.normalization == "model":
-        normalizer = model_norm
+        normalizer = model.normalizer
     else:
-        normalizer = Normalizer(splits["train"].stats(), method=NormMethod(config.norm_method))
-    patch = config.patch_size or default_patch
-    device = _device(config.device)
+        normalizer = Normalizer(splits["train"].stats(), method=config.norm_method)
     train_ds = _subset(splits["train"], config.label_fraction, config.seed)
-    results: dict[str, Any] = {}
-    if config.protocol in ("knn", "linear_probe"):
-        spatial = task.kind == "segmentation"
-        emb = {}
-        for name, ds in (("train", train_ds), ("val", splits["val"]), ("test", splits["test"])):
-            emb[name] = extract_embeddings(
-                encoder,
-                ds,
-                normalizer,
-                patch,
-                config.pooling,
-                spatial,
-                config.batch_size,
-                device=device,
-                progress=progress,
-            )
-        if config.protocol == "knn":
-            for stage in ("val", "test"):
-                results[stage] = knn_eval(*emb["train"], *emb[stage], task, k=config.k)
-        else:
-            probe = LinearProbe(emb["train"][0].shape[-1], task, lr=config.lr)
-            loaders = {
-                s: DataLoader(
-                    TensorDataset(*emb[s]), batch_size=config.batch_size, shuffle=s == "train"
-                )
-                for s in emb
-            }
-            trainer = _trainer(config, device)
-            trainer.fit(probe, loaders["train"], loaders["val"])
-            trainer.test(probe, loaders["test"], verbose=False)
-            results = probe.results
-    else:
-        collate = EvalCollate(encoder.modalities, normalizer, patch)
-        tuned: dict[str, DataLoader[Any]] = {
-            s: DataLoader(
-                ds,
-                batch_size=config.batch_size,
-                shuffle=s == "train",
-                collate_fn=collate,
-            )
-            for s, ds in (("train", train_ds), ("val", splits["val"]), ("test", splits["test"]))
-        }
-        module = FineTune(encoder, task, lr=config.lr, pooling=config.pooling)
-        trainer = _trainer(config, device)
-        trainer.fit(module, tuned["train"], tuned["val"])
-        trainer.test(module, tuned["test"], verbose=False)
-        results = module.results
+    inputs = ProtocolInputs(
+        encoder=model.encoder,
+        normalizer=normalizer,
+        patch_size=config.patch_size or model.patch_size,
+        task=task,
+        train=train_ds,
+        val=splits["val"],
+        test=splits["test"],
+        lr=config.lr,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        pooling=config.pooling,
+        k=config.k,
+        device=_device(config.device),
+        progress=progress,
+    )
+    results = parts.protocol.run(inputs)
     out = {
-        "config": _plain(asdict(config)),
-        "model": config.model.label,
+        "config": config_dict(config),
+        "model": model_label(config.model),
         "task": task.name,
+        "protocol": protocol_label(config.protocol),
         "primary_metric": primary_metric(task),
         "val": results.get("val", {}),
         "test": results.get("test", {}),
@@ -216,18 +178,9 @@ def run_eval(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     return out
 
 
-def _trainer(config: EvalConfig, device: str) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=config.epochs,
-        accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=max(1, config.epochs),
-    )
+def config_dict(config: EvalConfig) -> dict[str, Any]:
+    """The config as plain JSON/YAML values (what `helios eval run --config` reads back)."""
+    return _plain(asdict(config))
 
 
 def _plain(value: Any) -> Any:
@@ -235,8 +188,10 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, NormMethod):
+    if isinstance(value, Enum):
         return value.value
+    if isinstance(value, Path):
+        return str(value)
     return value
 
 
@@ -247,3 +202,18 @@ def write_results(folder: Path, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, folder / RESULTS)
     return folder / RESULTS
+
+
+__all__ = [
+    "MODEL_KINDS",
+    "PROTOCOLS",
+    "ClassSpec",
+    "EvalConfig",
+    "ModelSpec",
+    "TaskConfig",
+    "config_dict",
+    "load_model",
+    "resolve",
+    "run_eval",
+    "write_results",
+]

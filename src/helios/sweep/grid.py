@@ -6,8 +6,10 @@ output: sweeps/demo              # run folders, configs and commands go here
 models:
   - {kind: helios, path: runs/latent_mim_demo/encoder.pt, name: helios-demo}
   - {kind: galileo, path: ../shared/fixtures/galileo_nano, name: galileo-nano, optional: true}
+  - {class_path: my_pkg.MyLoader, init_args: {path: weights.pt}}   # an EncoderLoader of yours
 tasks:
   - {name: demo-cloud-tiles, root: demo_data, protocols: [knn, linear_probe]}
+  - {class_path: my_pkg.MyBenchmark, init_args: {root: data}, protocols: [knn]}
 grid:                            # every combination is one run
   lr: [0.001, 0.01]
   normalization: [model, dataset]
@@ -16,10 +18,13 @@ defaults: {lr: 0.01, normalization: model, pooling: mean}   # --defaults-only
 settings: {epochs: 20, batch_size: 32}                      # the same for every run
 ```
 
-A model marked `optional: true` is left out (with a notice) when its weights are not on disk.
-Settings a protocol ignores are dropped before expanding (kNN has no learning rate), so no
-run is repeated. Run ids are readable and stable: the same grid always yields the same ids,
-config files and commands.
+Models and tasks are written as in an eval config: the short form, or `{class_path,
+init_args}`; protocols by short name or import path. A model marked `optional: true` is left
+out (with a notice) when its weights are not on disk. Settings a protocol ignores
+(`EvalProtocol.ignores`) are dropped before expanding (kNN has no learning rate), so no run is
+repeated. Every model, task and protocol is checked against its class when the file is read.
+Run ids are readable and stable: the same grid always yields the same ids, config files and
+commands.
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ from typing import Any
 
 import yaml
 
-from helios.evals.run import EvalConfig, ModelSpec, TaskConfig
+from helios.evals.components import ClassSpec, ComponentError
+from helios.evals.models import ModelSpec, encoder_loader, model_label, model_spec
+from helios.evals.run import EvalConfig, config_dict, eval_protocol
+from helios.evals.tasks import TaskConfig, task_factory
 
 GRID_KEYS = (
     "lr",
@@ -48,7 +56,6 @@ GRID_KEYS = (
     "k",
     "seed",
 )
-_UNUSED = {"knn": {"lr", "epochs"}, "linear_probe": {"k"}, "finetune": {"k"}}
 _SETTING_FIELDS = {f.name for f in dataclasses.fields(EvalConfig)} - {
     "model",
     "task",
@@ -78,7 +85,7 @@ class SweepRun:
     @property
     def inline(self) -> str:
         """The run's config as one line of JSON (`helios eval run --config` takes it inline)."""
-        return json.dumps(dataclasses.asdict(self.config), default=str)
+        return json.dumps(config_dict(self.config))
 
 
 @dataclass
@@ -87,8 +94,8 @@ class Sweep:
 
     name: str
     output: Path
-    models: list[ModelSpec]
-    tasks: list[tuple[TaskConfig, list[str]]]
+    models: list[ModelSpec | ClassSpec]
+    tasks: list[tuple[TaskConfig | ClassSpec, list[str]]]
     grid: dict[str, list[Any]] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -107,31 +114,10 @@ class Sweep:
         unknown = set(raw) - {"name", "output", "models", "tasks", "grid", "defaults", "settings"}
         if unknown:
             raise SweepError(f"{path}: unknown keys {sorted(unknown)}")
-        models, skipped = [], []
-        for i, m in enumerate(raw.get("models") or []):
-            m = dict(m)
-            optional = bool(m.pop("optional", False))
-            try:
-                spec = ModelSpec(**m)
-            except TypeError as err:
-                raise SweepError(f"{path}: models[{i}]: {err}") from None
-            if optional and spec.path and not Path(spec.path).exists():
-                skipped.append(f"{spec.label} ({spec.path} not found)")
-                continue
-            models.append(spec)
-        tasks = []
-        for i, t in enumerate(raw.get("tasks") or []):
-            t = dict(t)
-            protocols = list(t.pop("protocols", ["knn"]))
-            bad = [p for p in protocols if p not in _UNUSED]
-            if bad:
-                raise SweepError(
-                    f"{path}: tasks[{i}]: unknown protocols {bad}; use {sorted(_UNUSED)}"
-                )
-            try:
-                tasks.append((TaskConfig(**t), protocols))
-            except TypeError as err:
-                raise SweepError(f"{path}: tasks[{i}]: {err}") from None
+        models, skipped = _models(raw.get("models") or [], path)
+        tasks = [
+            _task(dict(t), f"{path}: tasks[{i}]") for i, t in enumerate(raw.get("tasks") or [])
+        ]
         if not models or not tasks:
             raise SweepError(f"{path}: a sweep needs at least one model and one task")
         grid = {
@@ -148,6 +134,7 @@ class Sweep:
                     f"{path}: {section}: unknown settings {sorted(unknown_settings)}; "
                     f"known: {sorted(_SETTING_FIELDS)}"
                 )
+        _check_components(models, tasks, path)
         return cls(
             skipped_models=skipped,
             name=str(raw.get("name") or path.stem),
@@ -166,9 +153,10 @@ class Sweep:
         for model in self.models:
             for task, protocols in self.tasks:
                 for protocol in protocols:
-                    for combo in self._combos(protocol, defaults_only):
+                    ignored = _ignored(protocol)
+                    for combo in self._combos(ignored, defaults_only):
                         settings = {**self.settings, **combo}
-                        settings = {k: v for k, v in settings.items() if k not in _UNUSED[protocol]}
+                        settings = {k: v for k, v in settings.items() if k not in ignored}
                         run_id = _run_id(model, task, protocol, combo)
                         if run_id in seen:
                             continue
@@ -177,7 +165,7 @@ class Sweep:
                         config = EvalConfig(
                             model=model,
                             task=task,
-                            protocol=protocol,  # type: ignore[arg-type]
+                            protocol=protocol,
                             output=str(folder),
                             **settings,
                         )
@@ -186,8 +174,8 @@ class Sweep:
                         runs.append(SweepRun(run_id, config, path, command))
         return runs
 
-    def _combos(self, protocol: str, defaults_only: bool) -> list[dict[str, Any]]:
-        keys = [k for k in self.grid if k not in _UNUSED[protocol]]
+    def _combos(self, ignored: frozenset[str], defaults_only: bool) -> list[dict[str, Any]]:
+        keys = [k for k in self.grid if k not in ignored]
         if defaults_only:
             return [{k: self.defaults.get(k, self.grid[k][0]) for k in keys}]
         return [
@@ -199,8 +187,65 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "-", text).strip("-")[:60]
 
 
-def _run_id(model: ModelSpec, task: TaskConfig, protocol: str, combo: dict[str, Any]) -> str:
-    parts = [_slug(model.name or model.kind), _slug(task.name), protocol]
+def _models(entries: list[Any], path: Path) -> tuple[list[ModelSpec | ClassSpec], list[str]]:
+    """The models of a sweep file, and the labels of optional ones without weights."""
+    models: list[ModelSpec | ClassSpec] = []
+    skipped = []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        optional = bool(entry.pop("optional", False))
+        try:
+            model = ClassSpec(**entry) if "class_path" in entry else ModelSpec(**entry)
+        except TypeError as err:
+            raise SweepError(f"{path}: models[{i}]: {err}") from None
+        weights = str(model_spec(model).init_args.get("path") or "")
+        if optional and weights and not Path(weights).exists():
+            skipped.append(f"{model_label(model)} ({weights} not found)")
+            continue
+        models.append(model)
+    return models, skipped
+
+
+def _task(entry: dict[str, Any], where: str) -> tuple[TaskConfig | ClassSpec, list[str]]:
+    """One task of a sweep file and its protocols."""
+    protocols = [str(p) for p in entry.pop("protocols", ["knn"])]
+    try:
+        task = ClassSpec(**entry) if "class_path" in entry else TaskConfig(**entry)
+    except TypeError as err:
+        raise SweepError(f"{where}: {err}") from None
+    for protocol in protocols:
+        try:
+            eval_protocol(protocol, where)
+        except ComponentError as err:
+            raise SweepError(str(err)) from None
+    return task, protocols
+
+
+def _check_components(
+    models: list[ModelSpec | ClassSpec],
+    tasks: list[tuple[TaskConfig | ClassSpec, list[str]]],
+    path: Path,
+) -> None:
+    """Build every model loader and task opener once (init args checked, nothing read)."""
+    try:
+        for i, model in enumerate(models):
+            encoder_loader(model, f"{path}: models[{i}]")
+        for i, (task, _) in enumerate(tasks):
+            task_factory(task, f"{path}: tasks[{i}]")
+    except ComponentError as err:
+        raise SweepError(str(err)) from None
+
+
+def _ignored(protocol: str) -> frozenset[str]:
+    """The settings `protocol` does not read."""
+    return eval_protocol(protocol).ignores
+
+
+def _run_id(
+    model: ModelSpec | ClassSpec, task: TaskConfig | ClassSpec, protocol: str, combo: dict[str, Any]
+) -> str:
+    model_part = (model.name or model.kind) if isinstance(model, ModelSpec) else model.name
+    parts = [_slug(model_part), _slug(task.name), _slug(protocol.rpartition(".")[2])]
     parts += [_slug(f"{k}={v}") for k, v in sorted(combo.items())]
     digest = hashlib.sha1(
         json.dumps(
@@ -216,9 +261,7 @@ def write_run_configs(runs: list[SweepRun], sweep: Sweep) -> Path:
     """Write each run's config.yaml and a `commands.sh`; returns the commands file."""
     for run in runs:
         run.config_path.parent.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(
-            json.loads(json.dumps(dataclasses.asdict(run.config), default=str)), sort_keys=False
-        )
+        text = yaml.safe_dump(config_dict(run.config), sort_keys=False)
         tmp = run.config_path.with_suffix(".yaml.tmp")
         tmp.write_text(text)
         tmp.replace(run.config_path)

@@ -26,7 +26,8 @@ def best_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (model, task, protocol): the run with the best validation score, with its test score."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        groups[(r["model"], r["task"], r["config"]["protocol"])].append(r)
+        # results.json names the protocol at the top; older files only in their config
+        groups[(r["model"], r["task"], str(r.get("protocol", r["config"]["protocol"])))].append(r)
     rows = []
     for (model, task, protocol), runs in sorted(groups.items()):
         metric = runs[0]["primary_metric"]

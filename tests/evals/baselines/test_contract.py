@@ -11,6 +11,7 @@ from helios.data.normalize import Normalizer
 from helios.data.sample import MaskValue
 from helios.evals.baselines import DINOv3Encoder, GalileoEncoder, load_baseline
 from helios.evals.baselines._common import load_strict, load_weights
+from helios.evals.models import MODEL_KINDS, EncoderLoader, ModelSpec, encoder_loader, load_model
 from helios.nn.api import Encoder
 
 from .conftest import TINY_DINOV3, galileo_dir, make_batch
@@ -154,3 +155,17 @@ def test_load_baseline(tmp_path) -> None:
         load_baseline("dinov3-web", tmp_path / "t.pth")
     with pytest.raises(ValueError, match="unknown baseline"):
         load_baseline("prithvi", tmp_path / "t.pth")
+
+
+@pytest.mark.parametrize("kind", list(MODEL_KINDS))
+def test_every_model_kind_names_a_loader(kind: str) -> None:
+    """Each short kind is an alias of one EncoderLoader class (no weights read to build it)."""
+    loader = encoder_loader(ModelSpec(kind, "weights.pt"))
+    assert isinstance(loader, EncoderLoader) and loader.path == "weights.pt"
+    assert f"{type(loader).__module__}.{type(loader).__name__}" == MODEL_KINDS[kind]
+
+
+def test_a_baseline_loads_through_its_loader() -> None:
+    loaded = load_model(ModelSpec("galileo", str(galileo_dir()), options={"include_ndvi": True}))
+    assert isinstance(loaded.encoder, GalileoEncoder) and loaded.patch_size == 4
+    assert loaded.normalizer is loaded.encoder.normalizer
