@@ -143,7 +143,14 @@ def test_compute_stats_matches_numpy_and_workers(h5_dir: tuple[Path, dict]) -> N
             assert s.mean == pytest.approx(col.mean(), rel=1e-12)
             assert s.std == pytest.approx(col.std(), rel=1e-12)
             assert (s.min, s.max) == (col.min(), col.max())
-    assert one.meta == {"tile_path": str(root), "total_n": 3, "sampled_n": 3, "failed_n": 0}
+    assert one.meta == {
+        "tile_path": str(root),
+        "total_n": 3,
+        "sampled_n": 3,
+        "failed_n": 0,
+        "nonfinite_n": 0,
+        "problems": [],
+    }
     two = compute_stats(root, workers=2, progress=False, chunk_size=1)
     assert two.bands == one.bands  # chunks merge in order: bit-identical
 

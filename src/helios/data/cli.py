@@ -95,8 +95,8 @@ def add_data_commands(groups: Any) -> None:
     p.add_argument(
         "--max-samples",
         type=_positive_int,
-        default=None,
-        help="open at most this many sample files for shapes and sizes",
+        default=1000,
+        help="open at most this many evenly spaced sample files (default 1000)",
     )
     p.set_defaults(func=_cmd_inspect)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from helios.data.h5 import H5Directory, read_sample
+from helios.data.h5 import METADATA_CSV, H5Directory, read_sample, warn_once
 from helios.data.modalities import get_modality
 from helios.data.sample import Sample
 
@@ -21,7 +21,8 @@ class H5SampleDataset(Dataset[Sample]):
     """Map-style dataset over an H5 training-set directory.
 
     Only `modalities` are decoded; samples holding none of them (per sample_metadata.csv) are
-    left out.
+    left out. A modality the CSV lists but the file lacks is missing from the sample, with a
+    warning naming the file once (as for NaN/Inf values, which `read_sample` reads as missing).
     """
 
     def __init__(self, h5_dir: Path | str, modalities: Sequence[str] | None = None) -> None:
@@ -58,4 +59,11 @@ class H5SampleDataset(Dataset[Sample]):
         return self.directory.indices[int(self.positions[index])]
 
     def __getitem__(self, index: int) -> Sample:
-        return read_sample(self.path(index), self.modalities or None)
+        path = self.path(index)
+        sample = read_sample(path, self.modalities or None)
+        position = int(self.positions[index])
+        for name in self.modalities:
+            listed = self.directory.presence.get(name)
+            if listed is not None and listed[position] and name not in sample.arrays:
+                warn_once(path, "absent", f"{path}: {METADATA_CSV} lists {name}, the file lacks it")
+        return sample

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from helios.data.h5 import H5Directory, read_sample
+from helios.data.h5 import METADATA_CSV, H5Directory, read_sample
 from helios.data.modalities import MISSING_VALUE, MODALITIES, get_modality
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class RunningStats:
     """Streaming per-band count, mean, M2, min and max (float64) of one modality.
 
     Batches are folded in with the two-pass batch mean and Chan's parallel update, which
-    stays accurate for large offsets with small spread. MISSING_VALUE and NaN are skipped.
+    stays accurate for large offsets with small spread. MISSING_VALUE, NaN and Inf are skipped.
     """
 
     num_bands: int
@@ -114,7 +114,7 @@ class RunningStats:
     def update(self, x: np.ndarray, nodata: float | None = None) -> RunningStats:
         """Fold in an array with bands on the last axis (any leading shape); returns self.
 
-        Entries equal to MISSING_VALUE, NaN or `nodata` (if given) are skipped.
+        Entries equal to MISSING_VALUE, NaN, +-Inf or `nodata` (if given) are skipped.
         """
         x = np.asarray(x)
         if x.shape[-1] != self.num_bands:
@@ -131,7 +131,7 @@ class RunningStats:
         for i, col in enumerate(np.ascontiguousarray(block.T)):
             keep = col != MISSING_VALUE
             if col.dtype.kind == "f":
-                keep &= ~np.isnan(col)
+                keep &= np.isfinite(col)
             if nodata is not None:
                 keep &= col != nodata
             v = col[keep]
@@ -472,26 +472,65 @@ class Normalizer:
         )
 
 
-def _stats_chunk(
-    task: tuple[list[str], list[str] | None],
-) -> tuple[dict[str, RunningStats], int, list[tuple[str, str]]]:
-    """Accumulate stats over some sample files: (stats, samples read, (file, error) pairs)."""
-    paths, modalities = task
-    acc: dict[str, RunningStats] = {}
-    errors: list[tuple[str, str]] = []
-    for path in paths:
+_LISTED_PROBLEMS = 100
+"""At most this many per-file problem lines are kept in the stats JSON (`problems`)."""
+
+
+@dataclass
+class _ChunkStats:
+    """What one chunk of sample files added: stats, and per-file problems ("file: what")."""
+
+    acc: dict[str, RunningStats] = field(default_factory=dict)
+    read: int = 0
+    failed: list[str] = field(default_factory=list)
+    """Files skipped (unreadable or invalid), one line each."""
+    problems: list[str] = field(default_factory=list)
+    """Files read around a problem (NaN/Inf, a listed modality absent), one line each."""
+    nonfinite: int = 0
+
+
+def _stats_chunk(task: tuple[list[str], list[list[str]], list[str] | None]) -> _ChunkStats:
+    """Accumulate stats over some sample files, each with the modalities the CSV lists."""
+    paths, listed, modalities = task
+    out = _ChunkStats()
+    for path, expected in zip(paths, listed):
+        name = Path(path).name
+        nonfinite: dict[str, int] = {}
         try:
-            sample = read_sample(path, modalities)
-        except Exception as err:  # any unreadable file is reported, not fatal
-            errors.append((path, f"{type(err).__name__}: {err}"))
+            sample = read_sample(path, modalities, nonfinite=nonfinite)
+        except Exception as err:  # any unreadable or invalid file is reported, not fatal
+            out.failed.append(f"{name}: skipped: {str(err).removeprefix(f'{path}: ')}")
             continue
-        for name, arr in sample.arrays.items():  # storage dtype, present timesteps only
-            spec = get_modality(name)
+        out.read += 1
+        out.nonfinite += sum(nonfinite.values())
+        issues = [
+            f"{m}: {k} non-finite values (NaN/Inf) counted as missing" for m, k in nonfinite.items()
+        ]
+        issues += [
+            f"{m}: listed in {METADATA_CSV}, absent from the file"
+            for m in expected
+            if m not in sample.arrays
+        ]
+        if issues:
+            out.problems.append(f"{name}: {'; '.join(issues)}")
+        for mod, arr in sample.arrays.items():  # storage dtype, present timesteps only
+            spec = get_modality(mod)
             if spec.is_multitemporal:
-                n = int(sample.present[name].sum())
+                n = int(sample.present[mod].sum())
                 arr = arr[:, :, :n] if spec.is_spatial else arr[:n]
-            acc.setdefault(name, RunningStats(spec.num_bands)).update(arr, spec.nodata)
-    return acc, len(paths) - len(errors), errors
+            out.acc.setdefault(mod, RunningStats(spec.num_bands)).update(arr, spec.nodata)
+    return out
+
+
+def _log_problems(root: Path, total: _ChunkStats) -> None:
+    """One warning for skipped files and one for files read around a problem."""
+    for lines, what in (
+        (total.failed, "skipped %d unreadable or invalid sample(s)"),
+        (total.problems, "read around problems in %d sample(s)"),
+    ):
+        if lines:
+            more = f" and {len(lines) - 20} more" if len(lines) > 20 else ""
+            logger.warning(f"%s: {what}: %s%s", root, len(lines), "; ".join(lines[:20]), more)
 
 
 def compute_stats(
@@ -507,18 +546,20 @@ def compute_stats(
 
     `max_samples` takes an evenly spaced subset. Samples are split into contiguous chunks of
     `chunk_size` and merged in order, so the result does not depend on `workers`. Unreadable
-    files are logged and skipped; a ValueError is raised only if none could be read.
+    or invalid files are skipped and NaN/Inf values count as missing; both, and modalities the
+    metadata CSV lists but a file lacks, are logged and listed under `problems` (each file
+    once). A ValueError is raised only if no file could be read.
     """
     directory = H5Directory.open(h5_dir)
     mods = None if modalities is None else [get_modality(m).name for m in modalities]
     n = len(directory)
     m = n if max_samples is None else min(n, max_samples)
-    paths = [str(directory.path(int(p))) for p in (np.arange(m, dtype=np.int64) * n) // m]
+    positions = [int(p) for p in (np.arange(m, dtype=np.int64) * n) // m]
+    paths = [str(directory.path(p)) for p in positions]
+    listed = [[x for x in directory.listed(p) if mods is None or x in mods] for p in positions]
     size = max(1, chunk_size)
-    tasks = [(paths[i : i + size], mods) for i in range(0, len(paths), size)]
-    total: dict[str, RunningStats] = {}
-    errors: list[tuple[str, str]] = []
-    ok = 0
+    tasks = [(paths[i : i + size], listed[i : i + size], mods) for i in range(0, m, size)]
+    total = _ChunkStats()
     # Fork (where available) before the progress bar starts its monitor thread.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -526,23 +567,24 @@ def compute_stats(
     try:
         results = pool.imap(_stats_chunk, tasks) if pool is not None else map(_stats_chunk, tasks)
         with tqdm(total=len(paths), unit="sample", desc="stats", disable=not progress) as bar:
-            for (chunk, _), (acc, n_ok, errs) in zip(tasks, results):
-                for name, rs in acc.items():
-                    total.setdefault(name, RunningStats(rs.num_bands)).merge(rs)
-                ok += n_ok
-                errors.extend(errs)
+            for (chunk, _, _), part in zip(tasks, results):
+                for name, rs in part.acc.items():
+                    total.acc.setdefault(name, RunningStats(rs.num_bands)).merge(rs)
+                total.read += part.read
+                total.nonfinite += part.nonfinite
+                total.failed += part.failed
+                total.problems += part.problems
                 bar.update(len(chunk))
     finally:
         if pool is not None:
             pool.terminate()
-    if errors:
-        names = ", ".join(Path(p).name for p, _ in errors[:20])
-        more = f" and {len(errors) - 20} more" if len(errors) > 20 else ""
-        msg = "%s: skipped %d unreadable sample(s): %s%s (first error: %s)"
-        logger.warning(msg, directory.root, len(errors), names, more, errors[0][1])
-    if ok == 0:
-        detail = "; ".join(f"{Path(p).name}: {msg}" for p, msg in errors[:5])
-        raise ValueError(f"{directory.root}: no sample could be read ({detail})")
+    _log_problems(directory.root, total)
+    if total.read == 0:
+        raise ValueError(
+            f"{directory.root}: no sample could be read ({'; '.join(total.failed[:5])})"
+        )
     return NormStats.from_running(
-        total, tile_path=str(directory.root), total_n=n, sampled_n=ok, failed_n=len(errors)
-    )
+        total.acc, tile_path=str(directory.root), total_n=n, sampled_n=total.read,
+        failed_n=len(total.failed), nonfinite_n=total.nonfinite,
+        problems=(total.failed + total.problems)[:_LISTED_PROBLEMS],
+    )  # fmt: skip
