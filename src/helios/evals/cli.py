@@ -12,10 +12,9 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from jsonargparse.typing import register_type
 
 from helios.data.normalize import NormMethod
 from helios.evals.components import ComponentError, from_namespace
@@ -25,25 +24,21 @@ from helios.evals.run import EvalConfig, resolve, run_eval
 from helios.evals.tasks import TASKS, TaskConfig, TaskFactory
 
 _COMPONENTS = {"model": ModelSpec, "task": TaskConfig, "protocol": str}
-
-
-def _norm_method(value: str) -> NormMethod:
-    if value in NormMethod.__members__:  # jsonargparse passes the default by member name
-        return NormMethod[value]
-    try:
-        return NormMethod(value)
-    except ValueError:
-        known = ", ".join(m.value for m in NormMethod)
-        raise ValueError(f"unknown norm_method {value!r}; use one of {known}") from None
+_NORM_METHODS: Any = Literal[tuple(m.value for m in NormMethod)]
+"""The enum's values (olmoearth's strings), which configs write, as the flag's choices."""
 
 
 def eval_parser() -> ArgumentParser:
     """The parser of `helios eval run` (every EvalConfig field is a flag)."""
-    # the enum's values (olmoearth's strings) are what configs write, not its member names
-    register_type(NormMethod, serializer=lambda m: m.value, deserializer=_norm_method)
     parser = ArgumentParser(prog="helios eval run", description="Run one evaluation.")
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML EvalConfig")
-    parser.add_class_arguments(EvalConfig, None, skip=set(_COMPONENTS))
+    parser.add_class_arguments(EvalConfig, None, skip={*_COMPONENTS, "norm_method"})
+    parser.add_argument(
+        "--norm_method",
+        type=_NORM_METHODS,
+        default=EvalConfig.norm_method.value,
+        help="normalization method with dataset stats (FORMATS §3)",
+    )
     parser.add_argument(
         "--model",
         type=ModelSpec | EncoderLoader | None,
@@ -83,9 +78,8 @@ def parse_eval_config(argv: Sequence[str]) -> tuple[EvalConfig, bool]:
     parser = eval_parser()
     cfg = parser.parse_args(list(argv))
     components = {k: _component(cfg[k], short) for k, short in _COMPONENTS.items()}
-    cfg_plain = parser.instantiate(cfg.clone())
     names = [f.name for f in dataclasses.fields(EvalConfig) if f.name not in _COMPONENTS]
-    config = EvalConfig(**components, **{k: cfg_plain[k] for k in names})
+    config = EvalConfig(**components, **{k: cfg[k] for k in names})  # norm_method: a value
     try:
         resolve(config)
     except ComponentError as err:
