@@ -342,8 +342,7 @@ def _check_arguments(
     for p in (out_root, *out_root.parents):
         if p.exists() or p.is_symlink():
             if not p.is_dir():
-                raise ValueError(f"{p}: the output root must be a directory, and this is not a "
-                                 "directory")  # fmt: skip
+                raise ValueError(f"{p}: not a directory (the output root {out_root} must be one)")
             break
     if tile_size < 1 or TILE_SIZE % tile_size:
         raise ValueError(f"tile_size must divide {TILE_SIZE}, got {tile_size}")
