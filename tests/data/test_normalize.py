@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helios.data import normalize as norm_mod
+from helios.data import stats as stats_mod
 from helios.data.h5 import Compression, read_sample, write_metadata, write_sample
 from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.normalize import (
@@ -68,7 +68,7 @@ def test_running_stats_match_numpy_in_chunks_and_any_merge_order() -> None:
 
 
 def test_running_stats_blocks_and_leading_shape(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(norm_mod, "_BLOCK_ELEMENTS", 40)  # many blocks per update
+    monkeypatch.setattr(stats_mod, "_BLOCK_ELEMENTS", 40)  # many blocks per update
     x = np.random.default_rng(1).normal(5.0, 2.0, size=(6, 5, 3, 4)).astype(np.float32)
     x[0, :, 1] = MISSING_VALUE
     _assert_matches(RunningStats(4).update(x), _masked_columns(x))
