@@ -252,16 +252,23 @@ def run_config() -> dict[str, Any]:
 
 
 def dataset_json() -> dict[str, Any]:
-    """One Landsat input layer over the linked scene."""
+    """One Landsat input layer over the linked scene (rslearn's schema).
+
+    The band sets are Helios's landsat band sets: B8 at 10 m, the other bands at 20 m.
+    """
     return {
         "layers": {
             "landsat": {
                 "type": "raster",
-                "modality": "landsat",
-                "band_sets": [{"bands": list(BANDS), "dtype": "uint16"}],
-                "resampling": "bilinear",
-                "nodata": 0,
-                "required": True,
+                "band_sets": [
+                    {"bands": ["B8"], "dtype": "uint16"},
+                    {
+                        "bands": [b for b in BANDS if b != "B8"],
+                        "dtype": "uint16",
+                        "zoom_offset": -1,
+                    },
+                ],
+                "resampling_method": "bilinear",
                 "data_source": {
                     "class_path": "LocalFiles",
                     "init_args": {"src_dir": "imagery"},

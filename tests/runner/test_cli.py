@@ -12,6 +12,7 @@ from affine import Affine
 
 from helios.cli import main
 from helios.runner import list_partitions, list_windows, load_project, load_window_inputs
+from helios.runner.materialize import is_built
 from helios.runner.predict.outputs import write_window_output
 from tests.runner.data.project import (
     BANDS,
@@ -30,7 +31,7 @@ def fake_inference(project: Path, scratch: Path) -> int:
     n = 0
     for pid in list_partitions(scratch):
         for w in list_windows(scratch, pid):
-            if not (w.layers_dir / ".complete.json").exists() or w.output_paths():
+            if not is_built(w, p.dataset_config.fingerprint()) or w.output_paths():
                 continue  # not built, or already predicted (inference resumes too)
             inputs, _ = load_window_inputs(w, p.dataset_config)
             s2 = inputs["sentinel2_l2a"]
@@ -141,10 +142,18 @@ def test_two_utm_zones(tmp_path, capsys):
 
 def test_cli_reports_project_problems(tmp_path, capsys):
     project = make_project(tmp_path / "p", imagery=False)
-    assert main(["run", "validate", str(project)]) == 2
-    err = capsys.readouterr().err
-    assert "problem(s) in project" in err and "cannot index imagery" in err
+    # imagery that is not there is missing for the build, not a config problem
+    assert main(["run", "validate", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "imagery is not a directory (needed by: build)" in out
+    assert main(["run", "validate", str(project), "--strict"]) == 1
+    args = ["--scratch", str(tmp_path / "s")]
+    assert main(["run", "partition", str(project), *args]) == 2
+    assert "imagery is not a directory (needed by: build)" in capsys.readouterr().err
     assert main(["run", "validate", str(project), "--skip-imagery"]) == 0
+    (project / "olmoearth_run.yaml").write_text("partition_strategies: [1, 2]\n")
+    assert main(["run", "validate", str(project)]) == 2
+    assert "problem(s) in project" in capsys.readouterr().err
 
 
 def test_steps_need_a_partition_first(project_dir, tmp_path, capsys):

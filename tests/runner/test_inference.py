@@ -12,7 +12,7 @@ import torch
 
 from helios.runner import build_dataset, list_windows, load_project, load_window_inputs, partition
 from helios.runner.core.geometry import Projection, WindowSpec
-from helios.runner.core.windows import COMPLETE_MARKER, Window
+from helios.runner.core.windows import Window
 from helios.runner.predict.crops import crop_offsets, plan_window
 from helios.runner.predict.inference import MARKER, run_inference
 from helios.runner.predict.model import RunnerModel, token_validity
@@ -117,7 +117,7 @@ def test_segmentation_outputs_per_window_and_rerun_skips(built):
 def test_windows_not_built_are_skipped(built):
     project, scratch, pid = built
     first = list_windows(scratch, pid)[0]
-    (first.layers_dir / COMPLETE_MARKER).unlink()
+    (first.path / "helios_build.json").unlink()  # as if killed while building it
     result = run_inference(scratch, pid, **_inputs(project), **QUIET)
     assert result.not_built == [first.name] and result.predicted == 8
     assert not first.output_paths()

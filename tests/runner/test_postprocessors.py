@@ -38,7 +38,7 @@ def grid_windows(
             c0, r0 = COL0 + i * size - overlap, ROW0 + j * size - overlap
             b = (c0, r0, c0 + size + 2 * overlap, r0 + size + 2 * overlap)
             spec = WindowSpec(Projection(crs, 10, -10), b, T0, T1)
-            out.append(Window.from_spec(spec, pid, root / pid / "windows" / spec.name))
+            out.append(Window.from_spec(spec, pid, root / "dataset"))
     return out
 
 

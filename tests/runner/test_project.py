@@ -192,7 +192,7 @@ def test_every_problem_reported_at_once(project_dir):
     )
     text = "\n".join(problems(project_dir))
     for needle in (
-        "checkpoint.ckpt: missing",
+        "checkpoint.ckpt: not in the folder",
         "unknown top-level keys ['surprise']",
         "grid_size",
         "FixedWindowPartitioner does not implement partition_request_geometry",
@@ -281,7 +281,7 @@ def test_user_plugin_partitioner_from_outside_the_package(project_dir, tmp_path,
         ),
         (
             request([[[0, 0], [1, 0], [1, 1], [0, 0]]], start="2024-05-01", end="2024-01-01"),
-            "is not before",
+            "is after",
         ),
         (request([[[0, 0], [1, 0], [1, 1], [0, 0]]], start="yesterday"), "Invalid isoformat"),
         (
@@ -318,30 +318,68 @@ def test_dataset_json_problems(tmp_path):
     dataset = {
         "layers": {
             "sentinel2": {
+                "type": "raster",
                 "modality": "sentinel2_l2a",
                 "bands": ["B02", "B99"],
-                "resampling": "lanczos-ish",
+                "band_sets": [{"bands": ["B02"], "dtype": "uint17"}],
                 "data_source": {
-                    "class_path": "rslp.satlas.data_sources.MonthlyAzureSentinel2",
+                    "class_path": "LocalFiles",
+                    "init_args": {"src_dir": "imagery", "colour": "blue"},
                     "query_config": {"max_matches": 0, "period_duration": "fortnight"},
                     "time_offset": "-180 parsecs",
                 },
             },
+            "sentinel1": {
+                "type": "raster",
+                "resampling_method": "lanczos-ish",
+                "band_sets": [{"bands": ["vv"], "dtype": "float32"}],
+                "data_source": {"name": "LocalFiles", "src_dir": "s1"},
+            },
             "label": {"type": "vector"},
+            "../escape": {"type": "vector"},
         }
     }
     project = make_project(tmp_path / "p", dataset=dataset, imagery=False)
     text = "\n".join(problems(project))
     for needle in (
-        "bands ['B99'] are not sentinel2_l2a bands",
-        "resampling: 'lanczos-ish'",
-        "unknown class 'rslp.satlas.data_sources.MonthlyAzureSentinel2'; supported: LocalFiles, "
-        "StacItems",
-        "max_matches: must be a positive integer",
+        "layers.sentinel2: unknown key: option 'bands' ('bands' is now band_sets",
+        "band_sets[0]: key \"dtype\"",
+        "uint17",
+        "Option 'colour' is not accepted",
+        "max_matches and mosaic_compositing_overlaps must be >= 1",
         "period_duration: bad duration 'fortnight'",
         "bad duration '-180 parsecs'",
+        "resampling_method",
+        "lanczos-ish",
+        "'../escape' cannot become a file name",
     ):
         assert needle in text, needle
+
+
+def test_rslearn_sources_without_a_reader_are_missing_not_problems(tmp_path):
+    dataset = {
+        "layers": {
+            "gse": {
+                "type": "raster",
+                "band_sets": [{"bands": ["A00"], "dtype": "uint16"}],
+                "data_source": {
+                    "name": "rslearn.data_sources.google_earth_engine.GoogleSatelliteEmbeddings",
+                    "gcs_bucket_name": "b",
+                },
+            },
+            "sentinel2": {
+                "type": "raster",
+                "band_sets": [{"bands": ["B02"], "dtype": "uint16"}],
+                "data_source": {"class_path": "rslp.satlas.data_sources.MonthlyAzureSentinel2"},
+            },
+        }
+    }
+    project = make_project(tmp_path / "p", dataset=dataset, imagery=False)
+    p = load_project(project, check_imagery=False)
+    missing = "\n".join(str(m) for m in p.missing)
+    assert "layers.gse: it needs Google Earth Engine" in missing
+    assert "layers.sentinel2: it is a project-specific source" in missing
+    assert "planetary_computer.Sentinel2" in missing  # what to use instead
 
 
 def test_window_grid_must_be_in_pixels(project_dir):
@@ -362,8 +400,8 @@ def test_partition_is_idempotent_and_resumes(project_dir, tmp_path):
     assert {f: f.stat().st_mtime_ns for f in sorted(scratch.rglob("*.json"))} == stamps
     # killed before the partition was complete: partition.json and a window are missing
     (scratch / "partitions" / ids[0] / "partition.json").unlink()
-    victim = list((scratch / "partitions" / ids[0] / "windows").iterdir())[0]
-    (victim / "window.json").unlink()
+    victim = list((scratch / "dataset" / "windows" / ids[0]).iterdir())[0]
+    (victim / "metadata.json").unlink()
     assert partition(p.requests, p.partitioner, p.window_preparer, scratch) == ids
     assert sorted(scratch.rglob("*.json")) == files
     assert len(list_windows(scratch, ids[0])) == 9

@@ -18,15 +18,28 @@ T1 = datetime(2024, 2, 1, tzinfo=timezone.utc)
 @pytest.fixture
 def window(tmp_path) -> Window:
     spec = WindowSpec(Projection("EPSG:32618", 10, -10), (44000, -417500, 44064, -417452), T0, T1)
-    return Window.from_spec(spec, "p0", tmp_path / spec.name)
+    return Window.from_spec(spec, "p0", tmp_path / "dataset")
 
 
-def test_window_geometry_and_json_roundtrip(window, tmp_path):
+def test_window_geometry_and_metadata_roundtrip(window, tmp_path):
     assert (window.width, window.height) == (64, 48)
     assert window.bounds == (440000.0, 4174520.0, 440640.0, 4175000.0)
     assert window.transform == rasterio.transform.from_origin(440000, 4175000, 10, 10)
-    window.path.mkdir(parents=True)
-    (window.path / "window.json").write_text(json.dumps(window.to_json()))
+    assert window.path == tmp_path / "dataset" / "windows" / "p0" / window.name
+    window.save()
+    meta = json.loads((window.path / "metadata.json").read_text())
+    assert meta == {  # rslearn's window metadata
+        "group": "p0",
+        "name": window.name,
+        "projection": {"crs": "EPSG:32618", "x_resolution": 10.0, "y_resolution": -10.0},
+        "bounds": [44000, -417500, 44064, -417452],
+        "time_range": ["2024-01-01T00:00:00+00:00", "2024-02-01T00:00:00+00:00"],
+        "options": {},
+    }
+    assert load_window(window.path) == window
+    # rslearn 0.1 writes no group and name: they come from the folders
+    del meta["group"], meta["name"]
+    (window.path / "metadata.json").write_text(json.dumps(meta))
     assert load_window(window.path) == window
     lon0, lat0, lon1, lat1 = window.wgs84_bounds()
     assert -75.7 < lon0 < lon1 < -75.6 and 37.7 < lat0 < lat1 < 37.8

@@ -71,6 +71,9 @@ def add_run_commands(groups: Any) -> Any:
     p = sub.add_parser("validate", help="check a project and list every problem")
     add_project_arguments(p, scratch=False)
     p.add_argument("--skip-imagery", action="store_true", help="do not index the imagery")
+    p.add_argument(
+        "--strict", action="store_true", help="fail (exit 1) when anything a step needs is missing"
+    )
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("partition", help="split requests into partitions and windows")
@@ -111,13 +114,24 @@ def partition_ids(args: argparse.Namespace) -> list[str]:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from helios.runner.project.load import load_project
 
-    project = load_project(args.project, check_imagery=not args.skip_imagery)
-    layers = [la.name for la in project.dataset_config.input_layers()]
+    project = load_project(args.project, check_imagery=not args.skip_imagery, strict=False)
+    config = project.dataset_config
+    layers = [
+        f"{la.name} ({la.modality})" if la.modality else la.name for la in config.input_layers()
+    ]
+    parts = "none"
+    if project.partitioner and project.window_preparer:
+        parts = f"{type(project.partitioner).__name__} / {type(project.window_preparer).__name__}"
     print(
-        f"ok: {project.path}: {len(project.requests)} requests, input layers {layers}, "
-        f"partitioner {type(project.partitioner).__name__} / "
-        f"{type(project.window_preparer).__name__}"
+        f"ok: {project.path}: {len(project.requests)} requests, input layers "
+        f"[{', '.join(layers) or 'none'}], partitioners {parts}"
     )
+    if project.missing:
+        print(f"missing ({len(project.missing)}): the steps named cannot run until these exist")
+        for m in project.missing:
+            print(f"  - {m}")
+    if args.strict and any(m.fatal for m in project.missing):
+        return 1
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from helios.runner.core.fsutil import read_json, text_hash
-from helios.runner.core.windows import PARTITION_JSON, WINDOW_JSON, partition_dir
+from helios.runner.core.windows import PARTITION_JSON, list_windows, partition_dir
 from helios.runner.finetune import PreparedWindows, labeled_root, prepare_labeled_windows
 from helios.runner.finetune.prepare import SUMMARY_JSON
 from helios.runner.finetune.train import (
@@ -115,9 +115,8 @@ class FineTuneRunner:
         encoder = resolve_encoder(
             self.encoder_path or init_args.get("encoder_path"), self.project_path, model_yaml
         )
-        pdir = partition_dir(labeled_root(self.scratch), self.group_name)
-        windows = read_json(pdir / PARTITION_JSON).get("windows", [])
-        labels = [read_json(pdir / "windows" / w / WINDOW_JSON) for w in windows]
+        windows = list_windows(labeled_root(self.scratch), self.group_name)
+        labels = [w.to_metadata() for w in windows]
         prep = self.project.window_prep
         return TrainingJob(
             model_yaml=model_yaml,

@@ -25,6 +25,7 @@ from typing import Literal
 from helios.runner.core.windows import list_partitions
 from helios.runner.materialize.builder import BuildResult, build_dataset
 from helios.runner.partition.step import partition
+from helios.runner.postprocess.postprocessors import Postprocessors
 from helios.runner.postprocess.steps import combine, postprocess_partition
 from helios.runner.predict.inference import InferenceResult, run_inference
 from helios.runner.project.load import Project, load_project
@@ -133,6 +134,8 @@ class PredictRunner:
     def partition(self) -> list[str]:
         """Requests -> partitions -> windows (skips partitions already written)."""
         p = self.project
+        p.require("partition")
+        assert p.partitioner is not None and p.window_preparer is not None  # required above
         return partition(p.requests, p.partitioner, p.window_preparer, self.scratch)
 
     def build_dataset(self, partition_ids: Sequence[str] | None = None) -> BuildResult:
@@ -163,11 +166,16 @@ class PredictRunner:
 
     def postprocess(self, partition_id: str) -> list[Path]:
         """process_window on each window, then process_partition."""
-        return postprocess_partition(self.project.postprocessors, self.scratch, partition_id)
+        return postprocess_partition(self._postprocessors(), self.scratch, partition_id)
 
     def combine(self, partition_ids: Sequence[str] | None = None) -> list[Path]:
         """process_dataset over the partitions' results into `scratch/results/`."""
-        return combine(self.project.postprocessors, self.scratch, self._ids(partition_ids))
+        return combine(self._postprocessors(), self.scratch, self._ids(partition_ids))
+
+    def _postprocessors(self) -> Postprocessors:
+        self.project.require("postprocess")
+        assert self.project.postprocessors is not None  # required above
+        return self.project.postprocessors
 
     def run(
         self,

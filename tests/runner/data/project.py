@@ -182,20 +182,29 @@ def default_run_config(window_grid: int = 32, overlap: int = 4) -> dict[str, Any
     }
 
 
-def default_dataset(source: str = "local", period: str | None = "monthly") -> dict[str, Any]:
-    """dataset.json with one Sentinel-2 L2A input layer and an output layer."""
+def default_dataset(source: str = "local", period: str | None = "30d") -> dict[str, Any]:
+    """dataset.json (rslearn's schema) with one Sentinel-2 L2A input layer and an output layer.
+
+    With `period`, one mosaic per period (PER_PERIOD_MOSAIC, up to 12); without, one mosaic.
+    """
     if source == "local":
         ds: dict[str, Any] = {"class_path": "LocalFiles", "init_args": {"src_dir": "imagery"}}
     else:
         ds = {"class_path": "StacItems", "init_args": {"path": "stac_items.json"}}
-    ds["query_config"] = {"period_duration": period} if period else {}
-    ds["sort_by"] = "eo:cloud_cover"
+    ds["init_args"]["sort_by"] = "eo:cloud_cover"
+    if period:
+        ds["query_config"] = {
+            "space_mode": "PER_PERIOD_MOSAIC",
+            "period_duration": period,
+            "max_matches": 12,
+        }
     return {
         "layers": {
             "sentinel2": {
                 "type": "raster",
                 "modality": "sentinel2_l2a",
                 "band_sets": [{"bands": list(BANDS), "dtype": "uint16"}],
+                "resampling_method": "nearest",
                 "data_source": ds,
             },
             "output": {"type": "raster", "band_sets": [{"bands": ["output"], "dtype": "uint8"}]},

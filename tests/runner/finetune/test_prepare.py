@@ -111,7 +111,7 @@ def test_window_prep_problems_are_listed(tmp_path):
     with pytest.raises(ProjectError) as info:
         load_project(root, check_imagery=False, require_window_prep=True)
     text = "\n".join(info.value.problems)
-    assert "annotation_task_features.geojson: missing" in text
+    assert "annotation_task_features.geojson: no annotation export" in text
     assert "labeled_window_preparer: missing" in text and "data_splitter: missing" in text
 
 
@@ -127,6 +127,7 @@ def test_point_windows_layout_labels_and_rerun(tmp_path):
     assert len(out.windows) == 15 and out.created == 15
     assert out.root == scratch / "labeled" and out.partition_ids == ["pts"]
     pdir = scratch / "labeled/partitions/pts"
+    wdir = scratch / "labeled/dataset/windows/pts"
     assert out.summary_path == pdir / "summary.json"
     assert json.loads((pdir / "partition.json").read_text())["windows"] == [
         w.name for w in out.windows
@@ -141,11 +142,17 @@ def test_point_windows_layout_labels_and_rerun(tmp_path):
     assert summary["by_class"] == {str(k): labels.count(k) for k in sorted(set(labels))}
     assert summary["class_counts_unit"] == "windows" and len(summary["problems"]) == 2
     for w, label in zip(out.windows, labels, strict=True):
-        assert w.path == pdir / "windows" / w.name and (w.width, w.height) == (1, 1)
+        assert w.path == wdir / w.name and (w.width, w.height) == (1, 1)
         assert w.crs == "EPSG:32618" and w.properties["split"] in ("train", "val", "test")
         assert load_labeled_window(w) == (label, None)
-        gj = json.loads((w.path / "labels/label.geojson").read_text())
+        # rslearn's vector label layer: pixel coordinates, the projection on top, completed
+        gj = json.loads((w.path / "layers/label/data.geojson").read_text())
         assert gj["features"][0]["properties"]["category"] == label
+        assert gj["properties"] == {"crs": "EPSG:32618", "x_resolution": 10.0, "y_resolution": -10.0}
+        x, y = gj["features"][0]["geometry"]["coordinates"]
+        c0, r0, c1, r1 = w.pixel_bounds
+        assert c0 <= x <= c1 and r0 <= y <= r1
+        assert (w.path / "layers/label/completed").exists()
     assert list_labeled_windows(scratch, "pts") == out.windows
     val = list_labeled_windows(scratch, "pts", split="val")
     assert len(val) == out.by_split["val"]
@@ -172,7 +179,7 @@ def test_polygon_windows_raster_labels(tmp_path):
     for w in out.windows:
         label, nodata = load_labeled_window(w)
         assert nodata == 255 and label.dtype == np.uint8 and label.shape == (w.height, w.width)
-        with rasterio.open(w.path / "labels/label.tif") as src:
+        with rasterio.open(w.path / "layers/label/category/geotiff.tif") as src:
             assert src.transform == w.transform and src.crs.to_string() == w.crs
             assert src.nodata == 255
         for v, c in zip(*np.unique(label, return_counts=True), strict=True):

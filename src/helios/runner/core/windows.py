@@ -1,18 +1,27 @@
-"""Windows on disk: the scratch layout and the `Window` record every step reads.
+"""Windows on disk: rslearn's dataset layout, plus the partitions that group windows.
 
-Scratch layout (docs/runner.md, "Scratch directory")::
+A scratch folder holds partitions (the unit of parallel work) and one rslearn dataset with
+every window, so rslearn's own tools open what Helios builds (docs/runner.md, "Scratch
+directory")::
 
-    scratch/partitions/index.json                      partition ids of the last `partition`
-    scratch/partitions/<pid>/partition.json            request features + window names (last)
-    scratch/partitions/<pid>/windows/<w>/window.json   crs, bounds, pixel size, size, times
-    scratch/partitions/<pid>/windows/<w>/layers/<layer>.tif + <layer>.json, .complete.json
-    scratch/partitions/<pid>/windows/<w>/outputs/<name>.tif | <name>.geojson
-    scratch/partitions/<pid>/results/                  process_partition outputs + manifest
-    scratch/results/                                   process_dataset outputs + manifest
+    scratch/partitions/index.json                   partition ids of the last `partition`
+    scratch/partitions/<pid>/request.geojson        the partition's request features
+    scratch/partitions/<pid>/partition.json         its window names (written last)
+    scratch/partitions/<pid>/results/               process_partition outputs + manifest
+    scratch/dataset/config.json                     the project's dataset.json
+    scratch/dataset/windows/<pid>/<w>/metadata.json rslearn window metadata (group = pid)
+    scratch/dataset/windows/<pid>/<w>/items.json    matched items per input layer (build)
+    scratch/dataset/windows/<pid>/<w>/layers/<layer>[.<n>]/<band set>/geotiff.tif, completed
+    scratch/dataset/windows/<pid>/<w>/outputs/<name>.tif | <name>.geojson   (inference)
+    scratch/results/                                process_dataset outputs + manifest
+
+metadata.json has rslearn 0.0.27's six keys (`group`, `name`, `projection`, `bounds` in pixel
+coordinates of the projection, `time_range`, `options`); rslearn 0.1 reads it too.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,14 +29,45 @@ from typing import Any
 
 from affine import Affine
 
-from helios.runner.core.fsutil import read_json
-from helios.runner.core.geometry import Projection, WindowSpec, parse_time, reproject_geometry
+from helios.runner.core.fsutil import read_json, write_json
+from helios.runner.core.geometry import (
+    Projection,
+    WindowSpec,
+    parse_time,
+    pixel_to_crs_bounds,
+    reproject_geometry,
+)
 
-WINDOW_JSON = "window.json"
+METADATA_JSON = "metadata.json"
 PARTITION_JSON = "partition.json"
-COMPLETE_MARKER = ".complete.json"
+REQUEST_GEOJSON = "request.geojson"
 INDEX_JSON = "index.json"
 MANIFEST_JSON = "manifest.json"
+COMPLETED = "completed"
+"""rslearn's marker file of a finished layer (item group) folder."""
+DATASET_DIR = "dataset"
+CONFIG_JSON = "config.json"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+"""Names that become folder names (groups, windows, layers, band sets, outputs)."""
+
+
+class UnsafeNameError(ValueError):
+    """A name taken from an input that cannot safely become a file or folder name."""
+
+
+def check_name(value: object, what: str) -> str:
+    """`value` if it is a safe folder name (letters, digits, `_ . : -`; no path parts).
+
+    Raises:
+        UnsafeNameError: naming `what` and the value.
+
+    """
+    if not isinstance(value, str) or not NAME.match(value) or value in (".", ".."):
+        raise UnsafeNameError(
+            f"{what}: {value!r} cannot become a file name; use letters, digits and '_', '.', "
+            "':', '-' (no '/' or '..', at most 200 characters)"
+        )
+    return value
 
 
 def partitions_dir(scratch: Path) -> Path:
@@ -37,7 +77,7 @@ def partitions_dir(scratch: Path) -> Path:
 
 def partition_dir(scratch: Path, partition_id: str) -> Path:
     """`scratch/partitions/<partition_id>`."""
-    return partitions_dir(scratch) / partition_id
+    return partitions_dir(scratch) / check_name(partition_id, "partition id")
 
 
 def partition_results_dir(scratch: Path, partition_id: str) -> Path:
@@ -50,40 +90,95 @@ def dataset_results_dir(scratch: Path) -> Path:
     return Path(scratch) / "results"
 
 
+def dataset_root(scratch: Path) -> Path:
+    """`scratch/dataset`: the rslearn dataset holding every window of a scratch folder."""
+    return Path(scratch) / DATASET_DIR
+
+
+def window_dir(dataset: Path, group: str, name: str) -> Path:
+    """`<dataset>/windows/<group>/<name>`, both names checked."""
+    return Path(dataset) / "windows" / check_name(group, "group") / check_name(name, "window")
+
+
+def layer_dir_name(layer: str, group_index: int = 0) -> str:
+    """Rslearn's folder of one item group of a layer: `<layer>`, then `<layer>.1`, ..."""
+    return layer if group_index == 0 else f"{layer}.{group_index}"
+
+
 @dataclass(frozen=True)
 class Window:
-    """A window as stored in scratch (see module docstring)."""
+    """One window: a pixel rectangle of a projection, a time range, and where it is stored."""
 
     name: str
-    partition_id: str
-    crs: str
-    bounds: tuple[float, float, float, float]
-    """(minx, miny, maxx, maxy) in CRS units."""
-    resolution: float
-    """CRS units per pixel along x; pixels are square unless `y_resolution` says otherwise."""
-    width: int
-    height: int
-    time_range: tuple[datetime, datetime]
+    group: str
+    """The rslearn group: the partition id (prediction) or window_prep's group_name."""
+    projection: Projection
+    pixel_bounds: tuple[int, int, int, int]
+    """(col0, row0, col1, row1) in pixels of the projection (rslearn's `bounds`)."""
+    time_range: tuple[datetime, datetime] | None
     path: Path
-    pixel_bounds: tuple[int, int, int, int] = (0, 0, 0, 0)
-    y_resolution: float | None = None
     properties: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """rslearn's `options`: the request's properties, or a labeled window's split."""
+
+    @property
+    def partition_id(self) -> str:
+        """The partition (= group) of a prediction window."""
+        return self.group
+
+    @property
+    def crs(self) -> str:
+        """The projection's CRS."""
+        return self.projection.crs
+
+    @property
+    def resolution(self) -> float:
+        """CRS units per pixel along x."""
+        return self.projection.x_resolution
+
+    @property
+    def y_resolution(self) -> float:
+        """CRS units per pixel along y (negative for north-up grids)."""
+        return self.projection.y_resolution
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.pixel_bounds[2] - self.pixel_bounds[0]
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.pixel_bounds[3] - self.pixel_bounds[1]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in CRS units."""
+        return pixel_to_crs_bounds(self.pixel_bounds, self.projection)
 
     @property
     def transform(self) -> Affine:
         """Affine transform of the window grid (north up)."""
-        yres = abs(self.y_resolution) if self.y_resolution else self.resolution
-        return Affine(self.resolution, 0.0, self.bounds[0], 0.0, -yres, self.bounds[3])
+        x0, _, _, y1 = self.bounds
+        return Affine(self.resolution, 0.0, x0, 0.0, -abs(self.y_resolution), y1)
+
+    @property
+    def dataset(self) -> Path:
+        """The rslearn dataset root the window belongs to."""
+        return self.path.parent.parent.parent
 
     @property
     def layers_dir(self) -> Path:
-        """Materialized input layers."""
+        """Materialized layers (rslearn layout)."""
         return self.path / "layers"
 
     @property
     def outputs_dir(self) -> Path:
         """Model outputs written by inference."""
         return self.path / "outputs"
+
+    def layer_dir(self, layer: str, group_index: int = 0) -> Path:
+        """`layers/<layer>[.<n>]`."""
+        return self.layers_dir / layer_dir_name(check_name(layer, "layer"), group_index)
 
     def output_paths(self) -> list[Path]:
         """Existing output files (.tif and .geojson), sorted."""
@@ -95,67 +190,53 @@ class Window:
             if p.suffix in (".tif", ".geojson") and not p.name.startswith(".")
         )
 
-    def is_built(self, fingerprint: str) -> bool:
-        """Whether every input layer was materialized for this dataset config."""
-        marker = self.layers_dir / COMPLETE_MARKER
-        return marker.exists() and read_json(marker).get("fingerprint") == fingerprint
-
-    def to_json(self) -> dict[str, Any]:
-        """The window.json content."""
+    def to_metadata(self) -> dict[str, Any]:
+        """metadata.json content (rslearn's keys)."""
+        p = self.projection
         return {
+            "group": self.group,
             "name": self.name,
-            "partition_id": self.partition_id,
-            "crs": self.crs,
-            "bounds": list(self.bounds),
-            "pixel_bounds": list(self.pixel_bounds),
-            "resolution": self.resolution,
-            "y_resolution": self.y_resolution,
-            "width": self.width,
-            "height": self.height,
-            "time_range": [t.isoformat() for t in self.time_range],
-            "properties": self.properties,
+            "projection": {
+                "crs": p.crs,
+                "x_resolution": p.x_resolution,
+                "y_resolution": p.y_resolution,
+            },
+            "bounds": list(self.pixel_bounds),
+            "time_range": [t.isoformat() for t in self.time_range] if self.time_range else None,
+            "options": self.properties,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], path: Path) -> Window:
-        """Inverse of `to_json`."""
+    def from_metadata(cls, data: dict[str, Any], path: Path) -> Window:
+        """Inverse of `to_metadata`; group and name default to the folder's (rslearn 0.1)."""
+        p = data["projection"]
+        times = data.get("time_range")
         return cls(
-            name=data["name"],
-            partition_id=data["partition_id"],
-            crs=data["crs"],
-            bounds=tuple(data["bounds"]),
-            resolution=float(data["resolution"]),
-            width=int(data["width"]),
-            height=int(data["height"]),
-            time_range=(parse_time(data["time_range"][0]), parse_time(data["time_range"][1])),
+            name=str(data.get("name") or path.name),
+            group=str(data.get("group") or path.parent.name),
+            projection=Projection(p["crs"], p["x_resolution"], p["y_resolution"]),
+            pixel_bounds=tuple(int(v) for v in data["bounds"]),  # type: ignore[arg-type]
+            time_range=(parse_time(times[0]), parse_time(times[1])) if times else None,
             path=path,
-            pixel_bounds=tuple(data.get("pixel_bounds", (0, 0, 0, 0))),
-            y_resolution=data.get("y_resolution"),
-            properties=dict(data.get("properties") or {}),
+            properties=dict(data.get("options") or {}),
         )
 
     @classmethod
-    def from_spec(cls, spec: WindowSpec, partition_id: str, path: Path) -> Window:
-        """The window a partitioner's `WindowSpec` describes."""
-        p = spec.projection
+    def from_spec(cls, spec: WindowSpec, group: str, dataset: Path) -> Window:
+        """The window a partitioner's (or preparer's) `WindowSpec` describes."""
         return cls(
             name=spec.name,
-            partition_id=partition_id,
-            crs=p.crs,
-            bounds=spec.crs_bounds(),
-            resolution=p.x_resolution,
-            width=spec.width,
-            height=spec.height,
-            time_range=(spec.start_time, spec.end_time),
-            path=path,
+            group=group,
+            projection=spec.projection,
             pixel_bounds=spec.pixel_bounds,
-            y_resolution=p.y_resolution,
+            time_range=(spec.start_time, spec.end_time),
+            path=window_dir(dataset, group, spec.name),
             properties=dict(spec.properties),
         )
 
-    def projection(self) -> Projection:
-        """The window's projection."""
-        return Projection(self.crs, self.resolution, self.y_resolution or -self.resolution)
+    def save(self) -> None:
+        """Write metadata.json (atomically; unchanged content is not rewritten)."""
+        write_json(self.path / METADATA_JSON, self.to_metadata())
 
     def wgs84_bounds(self) -> tuple[float, float, float, float]:
         """Bounding box of the window in lon/lat."""
@@ -165,20 +246,19 @@ class Window:
 
 
 def load_window(path: Path) -> Window:
-    """Read a window directory's window.json."""
-    return Window.from_json(read_json(path / WINDOW_JSON), path)
+    """Read a window folder's metadata.json."""
+    return Window.from_metadata(read_json(path / METADATA_JSON), path)
 
 
 def list_windows(scratch: Path, partition_id: str) -> list[Window]:
     """The windows of a partition, in the order the partitioner made them."""
-    pdir = partition_dir(scratch, partition_id)
-    pjson = pdir / PARTITION_JSON
-    wdir = pdir / "windows"
+    pjson = partition_dir(scratch, partition_id) / PARTITION_JSON
+    gdir = dataset_root(scratch) / "windows" / check_name(partition_id, "partition id")
     if pjson.exists():
         names = read_json(pjson).get("windows", [])
     else:
-        names = sorted(p.name for p in wdir.iterdir()) if wdir.is_dir() else []
-    return [load_window(wdir / n) for n in names if (wdir / n / WINDOW_JSON).exists()]
+        names = sorted(p.name for p in gdir.iterdir()) if gdir.is_dir() else []
+    return [load_window(gdir / n) for n in names if (gdir / n / METADATA_JSON).exists()]
 
 
 def list_partitions(scratch: Path) -> list[str]:

@@ -42,6 +42,7 @@ from helios.runner.finetune import list_labeled_windows, load_labeled_window
 from helios.runner.finetune.config import WindowPrep, parse_window_prep
 from helios.runner.materialize.dataset_config import DatasetConfig, load_dataset_config
 from helios.runner.materialize.inputs import load_window_inputs
+from helios.runner.materialize.window import is_built
 
 logger = logging.getLogger(__name__)
 Split = Literal["train", "val", "test"]
@@ -260,7 +261,7 @@ class LabeledWindowDataModule(L.LightningDataModule):
         fingerprint = self.dataset_config.fingerprint()
         out = []
         for w in list_labeled_windows(self.scratch, self.group_name, split, self.split_property):
-            if w.is_built(fingerprint):
+            if is_built(w, fingerprint):
                 out.append(w)
             else:
                 self.skipped.append(w.name)

@@ -1,14 +1,15 @@
 """Prepare labeled windows for fine-tuning: annotations -> sampled tasks -> windows + splits.
 
-The labeled windows form a partition-like folder under `scratch/labeled`, so the prediction
-runner's machinery works on them unchanged, with `scratch/labeled` as its scratch and the
-group name as the partition id::
+`scratch/labeled` is a scratch folder like prediction's, with the group name as the
+partition id, and its dataset is the rslearn dataset upstream's window prep writes (rslearn
+trains on it as is)::
 
-    scratch/labeled/partitions/<group>/partition.json           window names (written last)
-    scratch/labeled/partitions/<group>/summary.json             counts per split / class, problems
-    scratch/labeled/partitions/<group>/windows/<w>/window.json  as for prediction windows
-    scratch/labeled/partitions/<group>/windows/<w>/labels/<label_layer>.tif | .geojson
-    (after build_dataset)                      .../windows/<w>/layers/<layer>.tif + .json
+    scratch/labeled/partitions/<group>/partition.json    window names (written last)
+    scratch/labeled/partitions/<group>/summary.json      counts per split / class, problems
+    scratch/labeled/dataset/windows/<group>/<w>/metadata.json   options: split, source task
+    .../windows/<group>/<w>/layers/<label_layer>/data.geojson   vector labels (pixel coords)
+    .../windows/<group>/<w>/layers/<label_layer>/<property>/geotiff.tif   raster labels
+    (after build_dataset)  .../layers/<input layer>[.n]/<band set>/geotiff.tif
 
     build_dataset(dataset_config, labeled_root(scratch), [group])  materialize the imagery
     list_windows(labeled_root(scratch), group)                  the windows, in order
@@ -34,11 +35,13 @@ import rasterio
 from shapely.geometry import mapping
 
 from helios.runner.core.fsutil import atomic_path, read_json, text_hash, write_json
-from helios.runner.core.geometry import WindowSpec
+from helios.runner.core.geometry import WindowSpec, to_pixels
 from helios.runner.core.windows import (
+    COMPLETED,
+    METADATA_JSON,
     PARTITION_JSON,
-    WINDOW_JSON,
     Window,
+    dataset_root,
     list_windows,
     partition_dir,
 )
@@ -104,6 +107,12 @@ def _label_hash(lw: LabeledWindow) -> str:
     return text_hash("vector", lw.label, lw.geometry.wkt if lw.geometry else None)[:16]
 
 
+def _band_dir(label_property: str) -> str:
+    from helios.runner.materialize.dataset_config import BandSet
+
+    return BandSet((label_property,), "uint8").dirname
+
+
 def _write_raster(path: Path, window: Window, lw: LabeledWindow, label_property: str) -> None:
     assert isinstance(lw.label, np.ndarray)
     profile: dict[str, Any] = {
@@ -115,18 +124,51 @@ def _write_raster(path: Path, window: Window, lw: LabeledWindow, label_property:
         "crs": window.crs,
         "transform": window.transform,
         "nodata": lw.nodata,
-        "compress": "deflate",
+        "compress": "lzw",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
     }
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(lw.label[None])
         dst.set_band_description(1, label_property)
-        dst.update_tags(HELIOS_KIND="label", HELIOS_WINDOW=window.name)
+
+
+def _write_vector(path: Path, window: Window, lw: LabeledWindow, label_property: str) -> None:
+    """Rslearn's GeoJSON (pixel coordinates of the window's projection, projection on top)."""
+    geom = None
+    if lw.geometry is not None:
+        geom = mapping(to_pixels(lw.geometry, window.projection))
+    p = window.projection
+    write_json(
+        path,
+        {
+            "type": "FeatureCollection",
+            "properties": {
+                "crs": p.crs,
+                "x_resolution": p.x_resolution,
+                "y_resolution": p.y_resolution,
+            },
+            "features": [
+                {"type": "Feature", "geometry": geom, "properties": {label_property: lw.label}}
+            ],
+        },
+    )
+
+
+def label_path(window: Window, info: dict[str, Any]) -> Path:
+    """Where a labeled window's label lives (rslearn's label layer layout)."""
+    layer = window.layer_dir(info["layer"])
+    if info["kind"] == "vector":
+        return layer / "data.geojson"
+    return layer / _band_dir(info["property"]) / "geotiff.tif"
 
 
 def _write_window(
-    lw: LabeledWindow, split: str, prep: WindowPrep, label_property: str, wdir: Path, group: str
+    lw: LabeledWindow, split: str, prep: WindowPrep, label_property: str, dataset: Path, group: str
 ) -> tuple[Window, bool]:
-    """Write one window's label, then its window.json; returns it and whether it changed."""
+    """Write one window's label layer, then its metadata.json; returns it and whether it changed."""
     assert prep.label_layer is not None
     info: dict[str, Any] = {
         "layer": prep.label_layer,
@@ -142,26 +184,19 @@ def _write_window(
     spec = WindowSpec(
         lw.spec.projection, lw.spec.pixel_bounds, lw.spec.start_time, lw.spec.end_time, props
     )
-    window = Window.from_spec(spec, group, wdir / spec.name)
-    labels_dir = window.path / "labels"
-    suffix = ".geojson" if lw.kind == "vector" else ".tif"
-    label_path = labels_dir / f"{prep.label_layer}{suffix}"
-    wjson = window.path / WINDOW_JSON
-    old = read_json(wjson) if wjson.exists() else None
-    same_label = old is not None and old.get("properties", {}).get(LABEL_KEY) == info
-    if not (same_label and label_path.exists()):
+    window = Window.from_spec(spec, group, dataset)
+    path = label_path(window, info)
+    meta = window.path / METADATA_JSON
+    old = read_json(meta) if meta.exists() else None
+    same_label = old is not None and old.get("options", {}).get(LABEL_KEY) == info
+    if not (same_label and path.exists()):
         if isinstance(lw.label, np.ndarray):
-            _write_raster(label_path, window, lw, label_property)
+            _write_raster(path, window, lw, label_property)
         else:
-            geom = mapping(lw.geometry) if lw.geometry is not None else None
-            feature = {
-                "type": "Feature",
-                "geometry": geom,
-                "properties": {label_property: lw.label, "window": window.name},
-            }
-            write_json(label_path, {"type": "FeatureCollection", "features": [feature]})
-    new = window.to_json()
-    write_json(wjson, new)
+            _write_vector(path, window, lw, label_property)
+        (window.layer_dir(prep.label_layer) / COMPLETED).touch()
+    new = window.to_metadata()
+    window.save()
     return window, old != new
 
 
@@ -217,7 +252,7 @@ def write_labeled_windows(
                 continue
             origins[lw.name] = lw.origin
             split = prep.data_splitter.choose_split(lw)
-            window, new = _write_window(lw, split, prep, label_property, pdir / "windows", group)
+            window, new = _write_window(lw, split, prep, label_property, dataset_root(root), group)
             windows.append(window)
             created += new
             by_split[split] += 1
@@ -310,6 +345,5 @@ def load_labeled_window(window: Window) -> tuple[int | float | np.ndarray, int |
     if info["kind"] == "vector":
         value: int | float = info["value"]
         return value, None
-    path = window.path / "labels" / f"{info['layer']}.tif"
-    with rasterio.open(path) as src:
+    with rasterio.open(label_path(window, info)) as src:
         return src.read(1), info.get("nodata")

@@ -36,7 +36,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from helios.runner.core.fsutil import read_json, text_hash, write_json
 from helios.runner.core.rasters import taper_weights
 from helios.runner.core.windows import Window, list_windows
 from helios.runner.materialize.dataset_config import DatasetConfig
+from helios.runner.materialize.window import is_built
 from helios.runner.predict.crops import (
     CropBlender,
     CropDataModule,
@@ -203,8 +204,8 @@ class WindowWriter(BasePredictionWriter):
             h, w = math.ceil(plan.height / patch), math.ceil(plan.width / patch)
             x0, y0, x1, y1 = window.bounds
             sx, sy = (x1 - x0) / plan.width * patch, (y1 - y0) / plan.height * patch
-            cover = replace(window, bounds=(x0, y1 - h * sy, x0 + w * sx, y1))
-            write_window_output(cover, o.name, result[:, :h, :w], kind="regression")
+            cover = (x0, y1 - h * sy, x0 + w * sx, y1)
+            write_window_output(window, o.name, result[:, :h, :w], kind="regression", bounds=cover)
         else:
             self._write_class(window, result)
         write_json(window.outputs_dir / MARKER, {"fingerprint": self.fingerprint, **_files(o)})
@@ -322,7 +323,7 @@ def run_inference(
     fingerprint = inference_fingerprint(checkpoint, model_yaml, settings)
     windows = list_windows(scratch, partition_id)
     config_fp = dataset_config.fingerprint()
-    built = [w for w in windows if w.is_built(config_fp)]
+    built = [w for w in windows if is_built(w, config_fp)]
     not_built = [w.name for w in windows if w not in built]
     todo = [w for w in built if not is_predicted(w, fingerprint)]
     result = InferenceResult(partition_id, len(windows), 0, len(built) - len(todo), not_built)

@@ -29,6 +29,7 @@ def write_window_output(
     nodata: float | None = None,
     colormap: Mapping[int, Sequence[int]] | None = None,
     band_names: Sequence[str] | None = None,
+    bounds: tuple[float, float, float, float] | None = None,
 ) -> Path:
     """Write `outputs/<name>.tif` on the window's footprint, atomically.
 
@@ -44,6 +45,7 @@ def write_window_output(
         nodata: Nodata value; default NaN for float outputs, none for classification.
         colormap: Class value -> (r, g, b[, a]); default: a fixed palette over class_names.
         band_names: Band descriptions (default: class names or the output name).
+        bounds: The footprint (CRS units) `array` covers; default the window's.
 
     """
     arr = np.asarray(array)
@@ -61,7 +63,7 @@ def write_window_output(
         arr = arr.astype(np.float32)
         nodata = float("nan") if nodata is None else nodata
     count, height, width = arr.shape
-    x0, y0, x1, y1 = window.bounds
+    x0, y0, x1, y1 = bounds if bounds is not None else window.bounds
     transform = Affine((x1 - x0) / width, 0.0, x0, 0.0, -(y1 - y0) / height, y1)
     if band_names is None:
         if kind == "probabilities" and len(classes) == count:

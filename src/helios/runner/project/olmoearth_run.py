@@ -27,6 +27,7 @@ from helios.runner.postprocess.postprocessors import (
     supports,
 )
 from helios.runner.predict.results import InferenceResultsConfig
+from helios.runner.project.unified_config import is_unified, to_run_config
 
 RUN_YAML = "olmoearth_run.yaml"
 TOP_LEVEL_KEYS = (
@@ -42,26 +43,47 @@ POSTPROCESS_BUILTINS: tuple[type, ...] = (*BUILTIN_POSTPROCESSORS, LinearValueTr
 """Classes postprocessor configs may name by upstream path or bare name."""
 
 
+def _esrun_to_olmoearth_run(value: Any) -> Any:
+    """Class paths of the older `esrun` package name -> `olmoearth_run` (same classes)."""
+    if isinstance(value, dict):
+        out = {k: _esrun_to_olmoearth_run(v) for k, v in value.items()}
+        path = out.get("class_path")
+        if isinstance(path, str) and path.startswith("esrun."):
+            out["class_path"] = "olmoearth_run." + path[len("esrun.") :]
+        return out
+    if isinstance(value, list):
+        return [_esrun_to_olmoearth_run(v) for v in value]
+    return value
+
+
 def read_run_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
-    """The olmoearth_run.yaml mapping; problems (bad YAML, unknown keys) go to `problems`."""
+    """The olmoearth_run.yaml mapping (a unified config is translated, esrun paths mapped).
+
+    Problems (bad YAML, unknown keys) go to `problems`.
+    """
+    name = path.name
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        problems.append(f"{RUN_YAML}: not valid YAML: {err}")
+        problems.append(f"{name}: not valid YAML: {err}")
         return {}
     if not isinstance(raw, dict):
-        problems.append(f"{RUN_YAML}: expected a mapping at the top level")
+        problems.append(f"{name}: expected a mapping at the top level")
         return {}
+    if is_unified(raw):
+        return to_run_config(raw, problems)
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
-        problems.append(f"{RUN_YAML}: unknown top-level keys {unknown}; known: {TOP_LEVEL_KEYS}")
-    return raw
+        problems.append(f"{name}: unknown top-level keys {unknown}; known: {TOP_LEVEL_KEYS}")
+    return dict(_esrun_to_olmoearth_run(raw))
 
 
 def _section(raw: dict[str, Any], key: str, roles: tuple[str, ...], problems: list[str]) -> dict:
     section = raw.get(key)
+    if section is None:
+        return {}  # absent: the steps that need it report it (window-prep-only projects)
     if not isinstance(section, dict):
-        problems.append(f"{RUN_YAML}: {key}: missing; it needs {', '.join(roles)}")
+        problems.append(f"{RUN_YAML}: {key}: expected a mapping with {', '.join(roles)}")
         return {}
     unknown = sorted(set(section) - set(roles))
     if unknown:
@@ -123,6 +145,8 @@ def parse_results_config(raw: Any, problems: list[str]) -> InferenceResultsConfi
     """`inference_results_config`, checked against its dataclass by jsonargparse."""
     if raw is None:
         return None
+    if isinstance(raw, dict) and isinstance(raw.get("data_type"), str):
+        raw = {**raw, "data_type": raw["data_type"].upper()}  # upstream upper-cases it too
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--config", type=InferenceResultsConfig)
     try:
