@@ -32,6 +32,7 @@ BASELINE_KINDS: dict[str, str] = {
     "panopticon": "helios.evals.baselines.loaders.PanopticonLoader",
     "dinov3-sat": "helios.evals.baselines.loaders.DINOv3SatLoader",
     "dinov3-web": "helios.evals.baselines.loaders.DINOv3WebLoader",
+    "olmoearth": "helios.evals.baselines.loaders.OlmoEarthLoader",
 }
 """Short names of the baselines (a new baseline: its loader class, plus one entry here)."""
 
@@ -101,9 +102,10 @@ class ModelSpec:
 
     kind: str = "helios"
     """A short name (`MODEL_KINDS`: helios, helios-random, galileo, panopticon, dinov3-sat,
-    dinov3-web) or the import path of an `EncoderLoader` subclass."""
+    dinov3-web, olmoearth) or the import path of an `EncoderLoader` subclass."""
     path: str = ""
-    """The encoder file (helios) or the baseline's local weights."""
+    """The encoder file (helios) or the baseline's local weights (olmoearth: empty for
+    random weights)."""
     name: str = ""
     """Label in reports (default: kind + file name)."""
     seed: int = 0

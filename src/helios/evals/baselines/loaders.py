@@ -16,6 +16,7 @@ from helios.data.normalize import Normalizer, NormStats
 from helios.evals.baselines._common import load_strict, load_weights
 from helios.evals.baselines.dinov3 import DINOv3Encoder, DINOv3Variant
 from helios.evals.baselines.galileo import GalileoEncoder
+from helios.evals.baselines.olmoearth import OlmoEarthEncoder, OlmoEarthSize, OlmoEarthVersion
 from helios.evals.baselines.panopticon import PanopticonEncoder
 from helios.evals.models import EncoderLoader, LoadedEncoder
 from helios.nn.api import Encoder
@@ -102,3 +103,43 @@ class DINOv3WebLoader(BaselineLoader):
         model = DINOv3Encoder(None, DINOV3_WEB_BY_WIDTH[width], stats)
         load_strict(model, state, str(self.path))
         return model
+
+
+class OlmoEarthLoader(BaselineLoader):
+    """OlmoEarth: a release bundle, an olmo-core checkpoint or a cached hub id; '' = random.
+
+    With `path` empty the encoder gets seeded random weights of `size` and `version` (a
+    baseline to beat, named as such in reports). Normalization is always OlmoEarth's own.
+    """
+
+    def __init__(
+        self,
+        path: str = "",
+        size: OlmoEarthSize | None = None,
+        version: OlmoEarthVersion | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Create the loader (no weights are read here).
+
+        Args:
+            path: A folder with config.json + weights.pth (a release bundle) or config.json +
+                model_and_optim/ (an olmo-core checkpoint), or a model id such as
+                OlmoEarth-v1-Nano found in the local Hugging Face cache; empty for random
+                weights.
+            size: nano, tiny, small, base or large: checked against the weights' config, and
+                the architecture of random weights (default nano).
+            version: v1, v1.1, v1.2 (or v1.3 from a bundle): checked likewise (default v1).
+            seed: The seed of random weights.
+
+        """
+        super().__init__(path)
+        self.size, self.version, self.seed = size, version, seed
+
+    def build(self, stats: NormStats | None = None) -> Encoder:
+        """The encoder (OlmoEarth ignores `stats`: it uses its published statistics)."""
+        if self.path:
+            return OlmoEarthEncoder.from_pretrained(self.path, self.size, self.version)
+        version = self.version or "v1"
+        if version == "v1.3":
+            raise ValueError("OlmoEarth v1.3 is only built from its bundle: give its path")
+        return OlmoEarthEncoder.random(self.size or "nano", version, self.seed)
