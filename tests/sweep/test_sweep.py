@@ -162,3 +162,63 @@ def test_sweep_does_not_import_the_helios_cli():
     code = "import sys, helios.sweep.cli, helios.sweep.grid; print('helios.cli' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_chart_has_one_labelled_panel_per_metric(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from helios.sweep.report import chart
+
+    rows = [
+        {"model": m, "task": t, "protocol": "linear_probe", "metric": metric, "test": score}
+        for m, score in (("a", 0.5), ("b", 0.75))
+        for t, metric in (("seg", "miou"), ("tiles", "accuracy"))
+    ]
+    fig = chart(rows)
+    labels = sorted(ax.get_ylabel() for ax in fig.axes)
+    assert labels == [
+        "test accuracy (fraction correct)",
+        "test mIoU (mean intersection over union)",
+    ]
+    values = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert {"0.500", "0.750"} <= values  # every bar carries its score
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+    plt.close(fig)
+
+
+def test_report_command_names_the_files_it_rewrites(tmp_path, capsys):
+    _result(tmp_path / "runs/a", "m1", "knn", 0.7, 0.9, 0.1)
+    assert main(["sweep", "report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("results.csv", "results.md", "results.png"):
+        assert f"wrote {tmp_path / name}" in out
+    assert "rewritten from its results.json files" in out
+
+
+def test_left_out_and_missing_weights_are_said(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        f"output: {tmp_path / 'out'}\n"
+        "models:\n"
+        "  - {kind: galileo, path: absent/galileo_nano, name: g, optional: true}\n"
+        "  - {kind: helios, path: runs/enc.pt, name: h}\n"
+        "tasks: [{name: demo-cloud-tiles, protocols: [knn]}]\n"
+    )
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "# left out g (absent/galileo_nano not found)" in captured.out
+    assert "optional: true" in captured.out
+    assert "h: runs/enc.pt does not exist yet" in captured.err
+
+
+def test_demo_sweep_expands_every_model_with_the_repository_weights(monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    sweep = Sweep.load(root / "configs/sweeps/demo.yaml")
+    assert not sweep.skipped_models
+    assert [m.name for m in sweep.models] == ["helios-demo", "helios-random-init", "galileo-nano"]
+    assert len(sweep.expand(defaults_only=True)) == 9
+    assert (root / "tests/fixtures/galileo_nano/encoder.pt").is_file()

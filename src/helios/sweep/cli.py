@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from helios.evals.models import model_label, model_spec
 from helios.sweep.grid import Sweep, SweepRun, write_run_configs
 from helios.sweep.report import RESULTS, write_report
 
@@ -58,11 +59,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.target == "report":
         if not args.directory:
             raise ValueError("usage: helios sweep report SWEEP_DIR")
-        paths = write_report(args.directory)
-        print(paths["markdown"].read_text())
-        print("\n".join(f"wrote {p}" for p in paths.values()))
-        return 0
+        return _report(Path(args.directory))
     sweep = Sweep.load(args.target)
+    _notice_missing_weights(sweep, Path(args.target))
     runs = sweep.expand(defaults_only=args.defaults_only)
     commands = write_run_configs(runs, sweep)
     done = [r for r in runs if (r.config_path.parent / RESULTS).exists()]
@@ -90,10 +89,39 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             if code:
                 failed.append(run_id)
     try:
-        print(write_report(sweep.output)["markdown"].read_text())
+        _report(sweep.output)
     except ValueError as err:
         print(f"no report: {err}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _report(directory: Path) -> int:
+    """Write the report files into `directory`, print the table and name every file written."""
+    paths = write_report(directory)
+    print(paths["markdown"].read_text())
+    print(f"# report of {directory} (rewritten from its results.json files):")
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0
+
+
+def _notice_missing_weights(sweep: Sweep, path: Path) -> None:
+    """Say which models were left out, and which models' weights are not on disk, and why.
+
+    Paths in a sweep file are relative to the current directory (where `helios sweep` runs).
+    """
+    for skipped in sweep.skipped_models:
+        print(
+            f"# left out {skipped}: it is marked `optional: true` in {path}; put its weights "
+            "at that path (relative to this directory) or change its `path:` to include it"
+        )
+    for model in sweep.models:
+        weights = str(model_spec(model).init_args.get("path") or "")
+        if weights and not Path(weights).exists():
+            print(
+                f"# note: {model_label(model)}: {weights} does not exist yet (relative to "
+                f"{Path.cwd()}); its runs fail until it does",
+                file=sys.stderr,
+            )
 
 
 def _to_beaker(runs: list[SweepRun], sweep: Sweep, extra: str, dry_run: bool = False) -> int:

@@ -6,7 +6,10 @@ import csv
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RESULTS = "results.json"
 
@@ -70,32 +73,68 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+METRIC_LABELS = {
+    "miou": "mIoU (mean intersection over union)",
+    "accuracy": "accuracy (fraction correct)",
+    "f1_micro": "micro F1",
+}
+"""How the chart names each primary metric on its y axis."""
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    """A grouped bar chart of test scores: tasks (and protocols) on x, one bar per model."""
+    """Save `chart(rows)` as a PNG at `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = chart(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def chart(rows: list[dict[str, Any]]) -> Figure:
+    """A bar chart of test scores: one panel per metric, (task, protocol) on x, a bar per model.
+
+    Scores of different metrics (mIoU, accuracy) never share an axis; every bar is labelled with
+    its value, and every panel's y axis names its metric.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(r["task"], r["protocol"]) for r in rows})
+    metrics = sorted({r["metric"] for r in rows})
     models = sorted({r["model"] for r in rows})
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    panels = [
+        (m, sorted({(r["task"], r["protocol"]) for r in rows if r["metric"] == m})) for m in metrics
+    ]
+    widths = [max(1, len(keys)) for _, keys in panels]
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(max(6.0, 1.2 * sum(widths) * max(1, len(models)) / 2 + 2), 4.5),
+        gridspec_kw={"width_ratios": widths},
+        squeeze=False,
+    )
     score = {(r["model"], r["task"], r["protocol"]): r["test"] for r in rows}
     width = 0.8 / max(1, len(models))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys) * max(1, len(models)) / 2), 4))
-    for i, model in enumerate(models):
-        xs = [k + i * width for k in range(len(keys))]
-        ys = [score.get((model, *key), 0.0) for key in keys]
-        ax.bar(xs, ys, width, label=model)
-    ax.set_xticks([k + width * (len(models) - 1) / 2 for k in range(len(keys))])
-    ax.set_xticklabels([f"{t}\n{p}" for t, p in keys], fontsize=8)
-    ax.set_ylabel("test score (primary metric)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("Best validation setting per model and task")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    for ax, (metric, keys) in zip(axes[0], panels):
+        for i, model in enumerate(models):
+            xs = [k + i * width for k in range(len(keys))]
+            ys = [score.get((model, *key)) for key in keys]
+            shown = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            bars = ax.bar([x for x, _ in shown], [y for _, y in shown], width, color=colours[model])
+            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+        ax.set_xticks([k + width * (len(models) - 1) / 2 for k in range(len(keys))])
+        ax.set_xticklabels([f"{t}\n{p}" for t, p in keys], fontsize=8)
+        ax.set_ylabel(f"test {METRIC_LABELS.get(metric, metric)}")
+        ax.set_ylim(0, 1.08)
+        ax.set_title(METRIC_LABELS.get(metric, metric).split(" (")[0], fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in models]
+    fig.legend(handles, models, loc="lower center", ncol=min(4, len(models)), fontsize=8)
+    fig.suptitle("Test score at the best validation setting", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07 * (1 + (len(models) - 1) // 4), 1, 1))
+    return fig
 
 
 def write_report(sweep_dir: Path | str) -> dict[str, Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,8 @@ from helios.evals.baselines.galileo import GalileoEncoder
 from helios.evals.baselines.panopticon import PanopticonArch, PanopticonEncoder
 
 REPO = Path(__file__).resolve().parents[3]
-GALILEO_DIRS = (
-    REPO / "shared" / "fixtures" / "galileo_nano",
-    REPO.parent / "shared" / "fixtures" / "galileo_nano",
-)
+GALILEO_DIR = REPO / "tests" / "fixtures" / "galileo_nano"
+"""The published Galileo nano weights, kept in the repository (MIT; see its README)."""
 TINY_PANOPTICON = PanopticonArch(
     embed_dim=48, depth=2, num_heads=4, attn_dim=48, channel_heads=4, pos_grid=6
 )
@@ -30,12 +27,9 @@ S2_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
 
 
 def galileo_dir() -> Path:
-    """The published Galileo nano weights (shared fixture), or skip."""
-    env = os.environ.get("HELIOS_GALILEO_NANO")
-    for path in ((Path(env),) if env else ()) + GALILEO_DIRS:
-        if (path / "encoder.pt").is_file():
-            return path
-    pytest.skip(f"Galileo nano fixture not found in {[str(p) for p in GALILEO_DIRS]}")
+    """The published Galileo nano weights (tests/fixtures/galileo_nano)."""
+    assert (GALILEO_DIR / "encoder.pt").is_file(), f"missing {GALILEO_DIR}/encoder.pt"
+    return GALILEO_DIR
 
 
 def unit_stats(modalities: tuple[str, ...]) -> NormStats:
