@@ -123,6 +123,13 @@ def test_outside_a_repository(tmp_path: Path) -> None:
             "https://x-access-token:ghp_abcdef123456@github.com/allenai/helios.git",
             "https://github.com/allenai/helios.git",
         ),
+        (
+            "https://user:tok@github.com/org/repo.git?token=X",
+            "https://github.com/org/repo.git",
+        ),
+        ("https://github.com/org/repo.git#main", "https://github.com/org/repo.git"),
+        ("git@github.com:org/repo.git?token=X", "https://github.com/org/repo.git"),
+        ("ssh://git@github.com/org/repo.git?key=abc", "https://github.com/org/repo.git"),
         ("/srv/git/helios.git", "/srv/git/helios.git"),
         ("file:///srv/git/helios.git", "file:///srv/git/helios.git"),
     ],

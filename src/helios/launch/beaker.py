@@ -40,12 +40,20 @@ from beaker import (
 from beaker.common import to_nanoseconds
 
 from helios.launch.config import RESULT_PATH, LaunchConfig, Mount
-from helios.launch.secrets import USER_PLACEHOLDER, leaked_names
+from helios.launch.secrets import (
+    USER_PLACEHOLDER,
+    RedactSecrets,
+    leaked_names,
+    redact,
+    strip_url,
+    url_credentials,
+)
 
 if TYPE_CHECKING:
     from helios.launch.git import GitState
 
 logger = logging.getLogger(__name__)
+logger.addFilter(RedactSecrets())
 
 CHECKOUT_DIR = "/tmp/helios-src"
 """Where the job clones the repository."""
@@ -170,12 +178,10 @@ def build_experiment_spec(
         raise LaunchError(f"empty command for task(s) {', '.join(empty)}: give one after `--`")
     if git.remote_url is None:
         raise LaunchError("the repository has no remote the job could clone from")
-    leaks = leaked_names([*(a for cmd in commands.values() for a in cmd), *config.env.values()])
-    if leaks:
-        raise LaunchError(
-            f"the command or env contains the value of {', '.join(leaks)}; credentials go "
-            "into jobs only as Beaker secrets (--secret NAME=SECRET_NAME), never as values"
-        )
+    _refuse_credentials(
+        [*(a for cmd in commands.values() for a in cmd), *config.env.values()],
+        config.description,
+    )
     single = len(commands) == 1
     tasks = [
         _task(config, name, list(cmd), config.run_dir(None if single else name), git)
@@ -191,6 +197,25 @@ def build_experiment_spec(
         budget=config.budget,
         retry=BeakerRetrySpec(allowed_task_retries=config.retries) if config.retries else None,
     )
+
+
+def _refuse_credentials(values: Sequence[str], description: str | None) -> None:
+    """Refuse values holding a credential: this process's secret values, or URL credentials."""
+    texts = [*values, description or ""]
+    leaks = leaked_names(texts)
+    if leaks:
+        raise LaunchError(
+            f"the command, env or description contains the value of {', '.join(leaks)}; "
+            "credentials go into jobs only as Beaker secrets (--secret NAME=SECRET_NAME), "
+            "never as values"
+        )
+    in_urls = [found for text in texts for found in url_credentials(text)]
+    if in_urls:
+        raise LaunchError(
+            f"the command, env or description carries credentials in a URL "
+            f"({'; '.join(in_urls)}); pass them to the job as a Beaker secret "
+            "(--secret NAME=SECRET_NAME) and let the command read the variable"
+        )
 
 
 def single_task(config: LaunchConfig, command: Sequence[str]) -> dict[str, list[str]]:
@@ -223,8 +248,23 @@ def spec_to_yaml(spec: BeakerExperimentSpec) -> str:
     return yaml.dump(spec.to_json(), Dumper=_SpecDumper, sort_keys=True)
 
 
-def _guard(text: str) -> None:
-    leaks = leaked_names([text])
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _guard(text: str, spec: BeakerExperimentSpec | None = None) -> None:
+    """Refuse output, or a spec, that holds a credential value.
+
+    The spec is checked field by field too, since YAML may fold or escape a long value.
+    """
+    leaks = leaked_names([text, *(_strings(spec.to_json()) if spec is not None else [])])
     if leaks:
         raise LaunchError(
             f"refusing to print or submit a spec containing the value of {', '.join(leaks)}"
@@ -262,7 +302,7 @@ def dry_run(
         lines.append(f"# task {name} runs, with HELIOS_RUN_DIR={run_dir}:")
         lines.append(f"#   {job_command(config, cmd)}")
     output = "\n".join(lines) + "\n"
-    _guard(output)
+    _guard(output, spec)
     (out or sys.stdout).write(output)
     return spec
 
@@ -340,14 +380,14 @@ def launch(
             problem = _unreachable(endpoint)
             if problem:
                 raise LaunchError(
-                    f"cannot reach Beaker at {endpoint} ({problem}): check your network or "
-                    "VPN, or BEAKER_ADDR and the beaker config file"
+                    f"cannot reach Beaker at {strip_url(endpoint)} ({problem}): check your "
+                    "network or VPN, or BEAKER_ADDR and the beaker config file"
                 )
         try:
             if config.user is None:
                 config = replace(config, user=client.user_name)
             spec = build_experiment_spec(config, commands, git)
-            _guard(spec_to_yaml(spec))
+            _guard(spec_to_yaml(spec), spec)
             workspace = client.workspace.get(config.workspace)
             missing = []
             for secret in sorted(set(config.secret_names().values())):
@@ -369,10 +409,12 @@ def launch(
                 "choose another --name"
             ) from None
         except BeakerError as err:
-            raise LaunchError(f"Beaker refused the launch: {type(err).__name__}: {err}") from None
+            raise LaunchError(
+                f"Beaker refused the launch: {type(err).__name__}: {redact(str(err))}"
+            ) from None
         except (requests.RequestException, grpc.RpcError) as err:
             raise LaunchError(
-                f"could not reach Beaker at {address}: {type(err).__name__}"
+                f"could not reach Beaker at {strip_url(address)}: {type(err).__name__}"
             ) from None
     (out or sys.stdout).write(f"launched {config.name}: {url}\n")
     return url

@@ -174,12 +174,14 @@ def _cmd_beaker(args: argparse.Namespace) -> int:
     from helios.launch.beaker import LaunchError
     from helios.launch.config import LaunchConfigError
     from helios.launch.git import GitStateError
+    from helios.launch.secrets import redact
     from helios.launch.submit import submit
 
     command = args.job[1:] if args.job[:1] == ["--"] else args.job
     try:
         submit(request_from_args(args), command)
     except (LaunchConfigError, GitStateError, LaunchError) as err:
-        print(f"helios: error: {err}", file=sys.stderr)
+        # a setting echoed in the message may be a credential typed in the wrong place
+        print(f"helios: error: {redact(str(err))}", file=sys.stderr)
         return 2
     return 0

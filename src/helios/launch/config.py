@@ -30,7 +30,7 @@ import yaml
 from beaker.common import parse_duration
 from jsonargparse import ArgumentParser
 
-from helios.launch.secrets import SENSITIVE_NAME, USER_PLACEHOLDER
+from helios.launch.secrets import USER_PLACEHOLDER, sensitive_name
 
 Priority = Literal["low", "normal", "high", "urgent", "immediate"]
 """Beaker job priorities (beaker-py's `BeakerJobPriority`), lowest first."""
@@ -208,7 +208,7 @@ class LaunchConfig:
         for name in self.env:
             if not _ENV_NAME.fullmatch(name):
                 raise LaunchConfigError(f"invalid environment variable name {name!r}")
-            if SENSITIVE_NAME.search(name):
+            if sensitive_name(name):
                 raise LaunchConfigError(
                     f"env {name} looks like a credential, and plain env values are written "
                     f"into the experiment spec for anyone to read. Store it as a Beaker secret "

@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from helios.launch.secrets import redact, strip_url
+
 MAX_LISTED_PATHS = 5
 """How many dirty paths a refusal message lists before summarizing the rest."""
 
@@ -58,7 +60,9 @@ def _git(root: Path, *args: str) -> str:
         ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=60
     )
     if result.returncode != 0:
-        raise GitStateError(f"`git {' '.join(args)}` failed in {root}: {result.stderr.strip()}")
+        # git's messages may quote a remote URL with its credentials
+        detail = redact(result.stderr.strip())
+        raise GitStateError(f"`git {' '.join(args)}` failed in {root}: {detail}")
     return result.stdout
 
 
@@ -66,22 +70,21 @@ def https_url(url: str) -> str:
     """A remote URL in the https form a job can clone, never carrying credentials.
 
     `git@github.com:org/repo.git` and `ssh://git@github.com/org/repo` become
-    `https://github.com/org/repo.git`; `https://user:token@host/...` loses `user:token@`.
-    Local paths and file:// URLs are kept as they are.
+    `https://github.com/org/repo.git`; `https://user:token@host/...?token=X` loses
+    `user:token@` and `?token=X` (any query string or fragment goes). Local paths and file://
+    URLs are kept as they are.
     """
     url = url.strip()
     scp = re.fullmatch(r"[\w.-]+@([\w.-]+):(?!//)(.+)", url)
     if scp:
         host, path = scp.groups()
-        return f"https://{host}/{path.lstrip('/')}"
+        return strip_url(f"https://{host}/{path.lstrip('/')}")
     ssh = re.fullmatch(r"(?:ssh|git)://(?:[^@/]+@)?([\w.-]+)(?::\d+)?/(.+)", url)
     if ssh:
         host, path = ssh.groups()
-        return f"https://{host}/{path}"
-    web = re.fullmatch(r"(https?)://(?:[^@/]+@)?(.+)", url)
-    if web:
-        scheme, rest = web.groups()
-        return f"{scheme}://{rest}"
+        return strip_url(f"https://{host}/{path}")
+    if re.match(r"https?://", url):
+        return strip_url(url)
     return url
 
 

@@ -20,8 +20,10 @@ from beaker import BeakerExperimentSpec
 from helios.launch.beaker import LaunchError, dry_run, launch, single_task
 from helios.launch.config import resolve_config
 from helios.launch.git import check_launchable, read_git_state
+from helios.launch.secrets import RedactSecrets
 
 logger = logging.getLogger(__name__)
+logger.addFilter(RedactSecrets())
 
 Commands = Sequence[str] | Mapping[str, Sequence[str]]
 """One command (a one-task job), or task name -> command (one task each, e.g. a sweep)."""
