@@ -14,6 +14,7 @@ from helios.runner.core.geometry import (
 )
 from helios.runner.partition.partitioners import (
     BUILTIN_PARTITIONERS,
+    ChunkPartitioner,
     FixedWindowPartitioner,
     GridPartitioner,
     NoopPartitioner,
@@ -38,9 +39,29 @@ def test_utm_zone_choice():
     assert utm_crs(-75.6, 37.7) == "EPSG:32618"
     assert utm_crs(-78.01, 38.0) == "EPSG:32617"
     assert utm_crs(-77.99, 38.0) == "EPSG:32618"
+    assert utm_crs(-78.0, 38.0) == "EPSG:32617"  # on a boundary: the lower code, as pyproj
     assert utm_crs(151.2, -33.9) == "EPSG:32756"  # Sydney, southern hemisphere
+    assert utm_crs(36.5, 0.0) == "EPSG:32637"  # the equator is northern
     assert utm_crs(180.0, 0.0) == "EPSG:32660"
     assert utm_crs(-180.0, 0.0) == "EPSG:32601"
+    assert utm_crs(5.5, 60.5) == "EPSG:32631"  # no Norway exception
+    assert utm_crs(10.0, 83.9999) == "EPSG:32632"
+    assert utm_crs(10.0, 83.99991) == "EPSG:5041"  # UPS North
+    assert utm_crs(10.0, -79.99991) == "EPSG:5042"  # UPS South
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat"), [(35.1, 0.2), (36.0, 0.5), (-0.0001, 0.0), (179.9999, -10.0), (-111.8, 33.5)]
+)
+def test_utm_zone_is_pyprojs_first_match(lon, lat):
+    """Rslearn's get_utm_ups_crs takes the first zone pyproj's query lists."""
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+
+    info = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
+    assert utm_crs(lon, lat) == f"EPSG:{info[0].code}"
 
 
 def test_grid_windows_align_to_multiples_of_grid_size():
@@ -105,7 +126,7 @@ def test_grid_request_level_in_metres():
 def test_request_spanning_two_utm_zones():
     f = lonlat_feature(-78.02, 37.99, -77.98, 38.01)
     one = NoopPartitioner().prepare_window_geometries(Partition([f]))
-    assert [s.projection.crs for s in one] == ["EPSG:32618"]  # centroid at -78.0 is zone 18
+    assert [s.projection.crs for s in one] == ["EPSG:32617"]  # centroid on -78.0: zone 17
     grid = GridPartitioner(grid_size=0.02)
     window_grid = GridPartitioner(grid_size=64)
     crs = set()
@@ -133,8 +154,8 @@ def test_fixed_window_centres_on_the_centroid_and_limits():
     for f, s in zip(feats, specs):
         assert (s.width, s.height) == (63, 63)
         c = reproject_geometry(f.geometry.centroid, "EPSG:4326", "EPSG:32618")
-        x0, y0, x1, y1 = s.crs_bounds()
-        assert abs((x0 + x1) / 2 - c.x) <= 5 and abs((y0 + y1) / 2 - c.y) <= 5
+        x0, y0, x1, y1 = s.crs_bounds()  # bounds truncated toward zero: within a pixel
+        assert abs((x0 + x1) / 2 - c.x) <= 10 and abs((y0 + y1) / 2 - c.y) <= 10
     limited = FixedWindowPartitioner(window_size=16, limit=2).prepare_window_geometries(part)
     assert len(limited) == 2
     with pytest.raises(ValueError, match="whole number"):
@@ -175,9 +196,11 @@ def test_window_names_hash_geometry_and_time():
 @pytest.mark.parametrize("cls", BUILTIN_PARTITIONERS, ids=lambda c: c.__name__)
 def test_partitioner_contract(cls):
     """Every built-in partitioner makes whole-pixel UTM windows, deterministically."""
-    args = {"window_size": 16} if cls is FixedWindowPartitioner else {}
-    if cls is GridPartitioner:
-        args = {"grid_size": 16}
+    args: dict = {
+        FixedWindowPartitioner: {"window_size": 16},
+        GridPartitioner: {"grid_size": 16},
+        ChunkPartitioner: {"num_geometries_per_partition": 1},
+    }.get(cls, {})
     feats = [
         utm_feature(440700, 4173660, 441000, 4174000),
         utm_feature(441500, 4173000, 441700, 4173200),
@@ -214,3 +237,100 @@ def test_grid_overlap_margin_alone_does_not_keep_a_cell():
     # 3 + 2 + 1 cells hold area of the triangle; the diagonal only touches the other corners
     assert len(plain) == len(over) == len(clipped) == 6
     assert all(min(s.width, s.height) > 8 for s in clipped)  # no sliver windows
+
+
+def test_chunk_partitioner_batches_features_and_reprojects_each():
+    feats = [utm_feature(440000 + 1000 * i, 4173000, 440105 + 1000 * i, 4173105) for i in range(5)]
+    parts = ChunkPartitioner(num_geometries_per_partition=2).partition_request_geometry(feats)
+    assert [len(p.features) for p in parts] == [2, 2, 1]
+    assert [f for p in parts for f in p.features] == feats
+    (s,) = ChunkPartitioner(1).prepare_window_geometries(parts[2])
+    assert s.pixel_bounds == (44400, -417310, 44410, -417300)  # int(): partial pixels cut
+    with pytest.raises(ValueError, match="positive"):
+        ChunkPartitioner(0)
+
+
+def test_windows_only_where_the_partitions_own_request_is(tmp_path):
+    """A 0.25 degree cell holds ~1900 windows; only those over the request are made."""
+    from helios.runner.core.windows import list_windows
+    from helios.runner.partition import partition
+
+    small = lonlat_feature(35.10, 0.20, 35.12, 0.22, name="a")
+    other = RequestFeature(box(35.20, 0.20, 35.21, 0.21), T1, T1.replace(month=4), {"name": "b"})
+    grid = GridPartitioner(grid_size=0.25)
+    windows = GridPartitioner(grid_size=64)
+    ids = partition([small, other], grid, windows, tmp_path)
+    assert len(ids) == 2  # one cell, two features: two partitions
+    made = {pid: list_windows(tmp_path, pid) for pid in ids}
+    for pid, feature in zip(ids, (small, other), strict=True):
+        assert made[pid] and len(made[pid]) < 30
+        for w in made[pid]:
+            assert w.time_range == (feature.start_time, feature.end_time)
+            assert box(*w.wgs84_bounds()).intersects(feature.geometry)
+
+
+def test_point_and_line_requests_get_windows():
+    grid, windows = GridPartitioner(grid_size=0.25), GridPartitioner(grid_size=64)
+    point = RequestFeature(Point(35.1, 0.2), T0, T1)
+    (part,) = grid.partition_request_geometry([point])
+    (s,) = windows.prepare_window_geometries(part)
+    assert s.width == s.height == 64
+    assert box(*s.crs_bounds()).contains(
+        reproject_geometry(point.geometry, "EPSG:4326", utm_crs(35.1, 0.2))
+    )
+    from shapely.geometry import LineString
+
+    line = RequestFeature(LineString([(35.1, 0.2), (35.11, 0.2)]), T0, T1)
+    (part,) = grid.partition_request_geometry([line])
+    assert 2 <= len(windows.prepare_window_geometries(part)) <= 4  # ~1.1 km of line
+
+
+def test_clip_at_both_levels():
+    from shapely.geometry import Polygon
+
+    tri = RequestFeature(Polygon([(35.1, 0.2), (35.12, 0.2), (35.1, 0.22)]), T0, T1)
+    parts = GridPartitioner(grid_size=0.25, clip=True).partition_request_geometry([tri])
+    (part,) = parts
+    assert part.features[0].geometry.equals(tri.geometry)
+    specs = GridPartitioner(grid_size=64, clip=True).prepare_window_geometries(part)
+    plain = GridPartitioner(grid_size=64).prepare_window_geometries(part)
+    assert len(specs) == len(plain) > 0
+    for s, p in zip(specs, plain, strict=True):  # clipped cells stay inside their cells
+        c0, r0, c1, r1 = s.pixel_bounds
+        assert p.pixel_bounds[0] <= c0 < c1 <= p.pixel_bounds[2]
+        assert p.pixel_bounds[1] <= r0 < r1 <= p.pixel_bounds[3]
+    assert any(s.width < 64 for s in specs)
+
+
+def test_crs_from_module_callable_is_a_crs_string_never_a_call():
+    from helios.runner.core.classpath import StrategyError, resolve_strategy
+    from helios.runner.partition import Partitioner
+    from helios.runner.project.olmoearth_run import PARTITION_BUILTINS
+
+    def build(crs):
+        spec = {
+            "class_path": "olmoearth_run.tools.partitioners.grid_partitioner.GridPartitioner",
+            "init_args": {
+                "grid_size": 64,
+                "output_projection": {
+                    "class_path": "rslearn.utils.geometry.Projection",
+                    "init_args": {"crs": crs, "x_resolution": 10, "y_resolution": -10},
+                },
+            },
+        }
+        return resolve_strategy(spec, Partitioner, "test", PARTITION_BUILTINS)
+
+    for module, func, arg in [
+        ("rasterio.crs", "CRS.from_epsg", {"code": 3857}),
+        ("pyproj", "CRS.from_user_input", {"value": "EPSG:3857"}),
+        ("rasterio.crs", "CRS.from_string", {"value": "epsg:3857"}),
+    ]:
+        p = build({"_module_": module, "_callable_": func, **arg})
+        assert p.output_projection.crs == "EPSG:3857"
+    for bad, match in [
+        ({"_module_": "os", "_callable_": "system", "command": "true"}, "cannot call code"),
+        ({"_module_": "rasterio.crs", "_callable_": "CRS.from_epsg", "x": 1}, "one argument"),
+        ({"_module_": "rasterio.crs", "_callable_": "CRS.from_epsg", "code": 1}, "from_epsg"),
+    ]:
+        with pytest.raises(StrategyError, match=match):
+            build(bad)

@@ -53,8 +53,61 @@ def map_class_path(path: str, base: type, where: str, builtins: Builtins) -> str
     return path
 
 
+CRS_MODULES = ("rasterio.crs", "rasterio", "pyproj", "pyproj.crs")
+"""Modules whose `CRS` constructors a `{_module_, _callable_}` config value may name."""
+CRS_CALLABLES: dict[str, tuple[str, ...]] = {
+    "CRS.from_epsg": ("code",),
+    "CRS.from_string": ("value", "in_crs_string", "string"),
+    "CRS.from_user_input": ("value", "user_input"),
+    "CRS.from_wkt": ("wkt", "in_wkt_string"),
+}
+"""The allowed callables and the names their one argument may have (rasterio's, pyproj's)."""
+IGNORED_CRS_ARGS = ("morph_from_esri_dialect",)
+
+
+def _crs_value(value: dict[str, Any], where: str) -> str:
+    """The CRS string an upstream `{_module_, _callable_, ...}` CRS value stands for.
+
+    Upstream imports `_module_` and calls `_callable_` with the other keys. Helios never
+    imports or calls anything a config names: only the CRS constructors of rasterio and
+    pyproj are understood, and their argument is turned into "EPSG:<code>" (else WKT).
+    """
+    module, func = value.get("_module_"), value.get("_callable_")
+    if module not in CRS_MODULES or func not in CRS_CALLABLES:
+        raise StrategyError(
+            f"{where}: {{_module_: {module}, _callable_: {func}}} is not supported; a config "
+            f"cannot call code. Only CRS values are: _module_ one of {list(CRS_MODULES)} "
+            f"with _callable_ one of {list(CRS_CALLABLES)}, or a plain CRS string "
+            "such as 'EPSG:3857'"
+        )
+    args = {k: v for k, v in value.items() if k not in ("_module_", "_callable_")}
+    names = CRS_CALLABLES[func]
+    given = [k for k in args if k in names]
+    unknown = sorted(set(args) - set(names) - set(IGNORED_CRS_ARGS))
+    if len(given) != 1 or unknown:
+        raise StrategyError(
+            f"{where}: {module}.{func} takes one argument named {' or '.join(names)}; "
+            f"got {sorted(args)}"
+        )
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    arg = args[given[0]]
+    try:
+        crs = CRS.from_epsg(int(arg)) if func == "CRS.from_epsg" else CRS.from_user_input(arg)
+    except (CRSError, TypeError, ValueError) as err:
+        raise StrategyError(f"{where}: {module}.{func}({arg!r}): {err}") from None
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+
+
 def _map_nested(value: Any, where: str, builtins: Builtins) -> Any:
-    """Map class paths of nested `{class_path, init_args}` values (e.g. output_projection)."""
+    """Map class paths of nested `{class_path, init_args}` values (e.g. output_projection).
+
+    Upstream's `{_module_, _callable_, ...}` values become CRS strings (`_crs_value`).
+    """
+    if isinstance(value, dict) and ("_module_" in value or "_callable_" in value):
+        return _crs_value(value, where)
     if isinstance(value, dict):
         out = {k: _map_nested(v, f"{where}.{k}", builtins) for k, v in value.items()}
         if isinstance(out.get("class_path"), str):

@@ -9,7 +9,7 @@ every window of a UTM zone aligned with every other and makes mosaics seam-free.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -74,12 +74,26 @@ def crs_string(crs: str | CRS) -> str:
     return f"EPSG:{epsg}" if epsg is not None else parsed.to_wkt()
 
 
-def utm_crs(lon: float, lat: float) -> str:
-    """The UTM zone CRS ("EPSG:326zz" north, "EPSG:327zz" south) holding a lon/lat point.
+UPS_NORTH_LATITUDE = 84 - 1e-4
+"""North of this latitude windows use UPS North (EPSG:5041), as rslearn's `get_utm_ups_crs`."""
+UPS_SOUTH_LATITUDE = -80 + 1e-4
+"""South of this latitude windows use UPS South (EPSG:5042)."""
 
-    Plain 6-degree zones; the Norway and Svalbard exceptions are not applied.
+
+def utm_crs(lon: float, lat: float) -> str:
+    """The UTM zone CRS ("EPSG:326zz" north, "EPSG:327zz" south) or UPS CRS of a point.
+
+    Rslearn's `get_utm_ups_crs`: UPS beyond 84 - 1e-4 N / 80 - 1e-4 S, else the first zone
+    pyproj's `query_utm_crs_info` lists, i.e. plain 6-degree zones (no Norway or Svalbard
+    exceptions) where a point on a zone boundary (36 E, the equator) takes the lower EPSG
+    code: the western zone, the northern hemisphere. Computed, not queried (a query takes
+    ~0.1 s); tests check it against pyproj.
     """
-    zone = min(60, max(1, int(math.floor((lon + 180.0) / 6.0)) + 1))
+    if lat > UPS_NORTH_LATITUDE:
+        return "EPSG:5041"
+    if lat < UPS_SOUTH_LATITUDE:
+        return "EPSG:5042"
+    zone = min(60, max(1, math.ceil((lon + 180.0) / 6.0)))
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
@@ -153,6 +167,9 @@ class RequestFeature:
     """The feature's GeoJSON properties, passed through to windows and results."""
     source: str = field(default="", compare=False)
     """Where the request came from ("prediction/a.geojson#0"), for error messages."""
+    footprint: BaseGeometry | None = field(default=None, compare=False, repr=False)
+    """The part of the request this feature stands for, where partition cells replace the
+    geometry: windows made from the feature must intersect it (None: the geometry)."""
 
     @classmethod
     def from_geojson(cls, feature: Any, source: str = "") -> RequestFeature:
@@ -199,9 +216,9 @@ class RequestFeature:
                 times.append(parse_time(props[key]))
             except ValueError as err:
                 raise RequestError(f"{where}property {key!r}: {err}") from None
-        if times[0] >= times[1]:
+        if times[0] > times[1]:  # equal is an instant (Studio tasks often are): allowed
             raise RequestError(
-                f"{where}{start_key} ({times[0].isoformat()}) is not before "
+                f"{where}{start_key} ({times[0].isoformat()}) is after "
                 f"{end_key} ({times[1].isoformat()})"
             )
         return times[0], times[1]
@@ -213,9 +230,22 @@ class RequestFeature:
         props["oe_end_time"] = self.end_time.isoformat()
         return {"type": "Feature", "geometry": mapping(self.geometry), "properties": props}
 
-    def with_geometry(self, geom: BaseGeometry) -> RequestFeature:
-        """The same request over another (WGS84) geometry."""
-        return RequestFeature(geom, self.start_time, self.end_time, self.properties, self.source)
+    @property
+    def area_of_interest(self) -> BaseGeometry:
+        """What windows made from this feature must intersect: `footprint`, else `geometry`."""
+        return self.footprint if self.footprint is not None else self.geometry
+
+    def with_geometry(
+        self, geom: BaseGeometry, footprint: BaseGeometry | None = None
+    ) -> RequestFeature:
+        """The same request over another (WGS84) geometry, e.g. a partition cell.
+
+        Its windows must intersect `footprint`, by default this feature's area of interest.
+        """
+        keep = footprint if footprint is not None else self.area_of_interest
+        return RequestFeature(
+            geom, self.start_time, self.end_time, self.properties, self.source, keep
+        )
 
     def key(self) -> str:
         """A stable hash of geometry and time range."""
@@ -311,6 +341,72 @@ def outer_pixel_bounds(geom: BaseGeometry) -> tuple[int, int, int, int]:
     c0, r0 = math.floor(minx + 1e-9), math.floor(miny + 1e-9)
     c1, r1 = math.ceil(maxx - 1e-9), math.ceil(maxy - 1e-9)
     return c0, r0, max(c1, c0 + 1), max(r1, r0 + 1)
+
+
+def _snapped(v: float, rounding: Any) -> int:
+    """`rounding(v)`, except that reprojection noise (44069.9999999) snaps to the integer."""
+    r = round(v)
+    return int(r) if abs(v - r) < 1e-6 else int(rounding(v))
+
+
+def truncated_pixel_bounds(geom: BaseGeometry) -> tuple[int, int, int, int]:
+    """`int()` of a pixel-unit geometry's bounds (toward zero, as upstream), at least 1 px.
+
+    Upstream's windows (fixed, chunk, reprojection, clipped cells, labeled windows) take the
+    truncated float bounds of their shape; for negative rows (north of the UTM equator) that
+    moves both edges south, so a window can miss a partial row. Helios snaps values within
+    1e-6 px of an integer first, and gives a degenerate extent (a point) the pixel holding it.
+    """
+    x0, y0, x1, y1 = geom.bounds
+    c0, r0, c1, r1 = (_snapped(v, int) for v in (x0, y0, x1, y1))
+    if c1 <= c0:
+        c0 = _snapped(x0, math.floor)
+        c1 = c0 + 1
+    if r1 <= r0:
+        r0 = _snapped(y0, math.floor)
+        r1 = r0 + 1
+    return c0, r0, c1, r1
+
+
+def _object_array(shapes: Sequence[BaseGeometry] | np.ndarray) -> np.ndarray:
+    arr = np.empty(len(shapes), dtype=object)
+    arr[:] = list(shapes)
+    return arr
+
+
+def reproject_shapes(shapes: Sequence[BaseGeometry] | np.ndarray, src: str, dst: str) -> np.ndarray:
+    """`reproject_geometry` over many geometries at once (one pyproj call)."""
+    arr = _object_array(shapes)
+    if src == dst or len(arr) == 0:
+        return arr
+    t = _transformer(src, dst)
+    out = shapely.transform(arr, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    return np.asarray(out, dtype=object)
+
+
+def pixel_shapes_to_wgs84(
+    shapes: Sequence[BaseGeometry] | np.ndarray, projection: Projection
+) -> np.ndarray:
+    """`pixels_to_wgs84` over many geometries at once (vertices reprojected, as upstream)."""
+    scale = np.array([projection.x_resolution, projection.y_resolution])
+    arr = _object_array(shapes)
+    if len(arr) == 0:
+        return arr
+    return reproject_shapes(shapely.transform(arr, lambda xy: xy * scale), projection.crs, WGS84)
+
+
+def intersects_in_wgs84(
+    shapes: Sequence[BaseGeometry] | np.ndarray, projection: Projection, area: BaseGeometry
+) -> np.ndarray:
+    """Which pixel-unit `shapes` intersect the WGS84 geometry `area` (touching counts).
+
+    Upstream's window filter: each shape's vertices are reprojected to WGS84 and the shape
+    is tested against `area` there.
+    """
+    if len(shapes) == 0:
+        return np.zeros(0, dtype=bool)
+    shapely.prepare(area)
+    return np.asarray(shapely.intersects(pixel_shapes_to_wgs84(shapes, projection), area))
 
 
 def pixel_box(bounds: tuple[int, int, int, int]) -> BaseGeometry:

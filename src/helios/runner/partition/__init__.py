@@ -2,6 +2,7 @@
 
 from helios.runner.partition.partitioners import (
     BUILTIN_PARTITIONERS,
+    ChunkPartitioner,
     FixedWindowPartitioner,
     GridPartitioner,
     NoopPartitioner,
@@ -13,6 +14,7 @@ from helios.runner.partition.step import partition
 
 __all__ = [
     "BUILTIN_PARTITIONERS",
+    "ChunkPartitioner",
     "FixedWindowPartitioner",
     "GridPartitioner",
     "NoopPartitioner",

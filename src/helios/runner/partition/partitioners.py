@@ -8,8 +8,10 @@ Two roles, as in the upstream runner (one class may serve both):
   whole-pixel rectangles in the UTM zone of each feature's centroid (or a configured
   projection) at 10 m unless configured otherwise.
 
-Write your own by subclassing `Partitioner` and naming it by `class_path` in
-olmoearth_run.yaml (docs/runner.md shows how).
+The classes and their arguments are upstream olmoearth-runner 0.1.14's; where Helios
+differs on purpose, docs/runner.md ("Helios and upstream olmoearth-runner") says how and
+why. Write your own by subclassing `Partitioner` and naming it by `class_path` in
+olmoearth_run.yaml.
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ from helios.runner.core.geometry import (
     RequestFeature,
     WindowSpec,
     outer_pixel_bounds,
+    pixel_shapes_to_wgs84,
     reproject_geometry,
+    reproject_shapes,
     to_pixels,
+    truncated_pixel_bounds,
     utm_crs,
     window_projection,
 )
+
+SLIVER = 1e-6
+"""A request-level cell sharing less than this fraction of its area with an areal request
+(an edge it only touches, or reprojection noise along one) holds none of it: not kept."""
+SLIVER_PIXELS = 0.1
+"""The same for window cells, in pixels: less than a tenth of a pixel of the request."""
 
 
 @dataclass
@@ -84,13 +95,21 @@ class _Projecting(Partitioner):
         self.use_utm = use_utm
 
     def projection_for(self, feature: RequestFeature) -> Projection:
-        """The projection of windows made from `feature`."""
+        """The projection of windows made from `feature` (UTM zone of its centroid)."""
         return window_projection(feature.geometry, self.output_projection, self.use_utm)
 
     def _window(
         self, feature: RequestFeature, proj: Projection, bounds: tuple[int, int, int, int]
     ) -> WindowSpec:
         return WindowSpec(proj, bounds, feature.start_time, feature.end_time, feature.properties)
+
+    def _reprojected(self, partition: Partition) -> list[WindowSpec]:
+        """One window per feature: the int-truncated bounds of the projected feature."""
+        out = []
+        for f in partition.features:
+            proj = self.projection_for(f)
+            out.append(self._window(f, proj, truncated_pixel_bounds(to_pixels(f.geometry, proj))))
+        return out
 
 
 class NoopPartitioner(_Projecting):
@@ -101,7 +120,7 @@ class NoopPartitioner(_Projecting):
         return [Partition(list(requests))] if requests else []
 
     def prepare_window_geometries(self, partition: Partition) -> list[WindowSpec]:
-        """One window per feature: its bounding box in whole pixels."""
+        """One window per feature: its bounding box in whole pixels (Helios only)."""
         out = []
         for f in partition.features:
             proj = self.projection_for(f)
@@ -109,14 +128,48 @@ class NoopPartitioner(_Projecting):
         return out
 
 
-class ReprojectionPartitioner(NoopPartitioner):
+class ReprojectionPartitioner(_Projecting):
     """Reprojects each feature into its window projection: one window per feature."""
 
     supports_request_partitioning = False
 
+    def prepare_window_geometries(self, partition: Partition) -> list[WindowSpec]:
+        """One window per feature: the truncated pixel bounds of the projected feature."""
+        return self._reprojected(partition)
+
+
+class ChunkPartitioner(_Projecting):
+    """Consecutive features in partitions of `num_geometries_per_partition`; a window each."""
+
+    def __init__(
+        self,
+        num_geometries_per_partition: int,
+        output_projection: Projection | None = None,
+        use_utm: bool = False,
+    ) -> None:
+        """Create the partitioner.
+
+        Args:
+            num_geometries_per_partition: Features per partition (the last may hold fewer).
+            output_projection: Window CRS and pixel size; default: UTM at 10 m.
+            use_utm: Use the UTM zone of each feature with `output_projection`'s pixel size.
+
+        """
+        super().__init__(output_projection, use_utm)
+        if num_geometries_per_partition < 1:
+            raise ValueError(
+                f"num_geometries_per_partition must be positive, got {num_geometries_per_partition}"
+            )
+        self.num_geometries_per_partition = num_geometries_per_partition
+
     def partition_request_geometry(self, requests: list[RequestFeature]) -> list[Partition]:
-        """Not supported: request partitions stay in WGS84."""
-        return Partitioner.partition_request_geometry(self, requests)
+        """Batches of consecutive features, in request order."""
+        n = self.num_geometries_per_partition
+        return [Partition(list(requests[i : i + n])) for i in range(0, len(requests), n)]
+
+    def prepare_window_geometries(self, partition: Partition) -> list[WindowSpec]:
+        """One window per feature: the truncated pixel bounds of the projected feature."""
+        return self._reprojected(partition)
 
 
 class FixedWindowPartitioner(_Projecting):
@@ -137,7 +190,8 @@ class FixedWindowPartitioner(_Projecting):
             window_size: Window side in pixels (a whole number).
             output_projection: Window CRS and pixel size; default: UTM at 10 m.
             use_utm: Use the UTM zone of each feature with `output_projection`'s pixel size.
-            limit: Make at most this many windows per partition (first features first).
+            limit: Make at most this many windows per partition (first features first;
+                Helios only).
 
         """
         super().__init__(output_projection, use_utm)
@@ -149,17 +203,44 @@ class FixedWindowPartitioner(_Projecting):
         self.limit = limit
 
     def prepare_window_geometries(self, partition: Partition) -> list[WindowSpec]:
-        """One window centred on each feature's centroid, up to `limit`."""
+        """One window centred on the centroid of each projected feature, up to `limit`.
+
+        As upstream: the float square around the centroid, bounds truncated toward zero.
+        """
         features = partition.features[: self.limit] if self.limit else partition.features
+        half = self.window_size / 2
         out = []
         for f in features:
             proj = self.projection_for(f)
-            c = to_pixels(f.geometry.centroid, proj)
-            c0 = int(math.floor(c.x - self.window_size / 2 + 0.5))
-            r0 = int(math.floor(c.y - self.window_size / 2 + 0.5))
-            bounds = (c0, r0, c0 + self.window_size, r0 + self.window_size)
-            out.append(self._window(f, proj, bounds))
+            c = to_pixels(f.geometry, proj).centroid
+            square = shapely.box(c.x - half, c.y - half, c.x + half, c.y + half)
+            out.append(self._window(f, proj, truncated_pixel_bounds(square)))
         return out
+
+
+def grid_origins(bounds: tuple[float, float, float, float], g: float) -> np.ndarray:
+    """Lower-left corners of the `g` cells over `bounds`, x-major (upstream's float loop).
+
+    Copied from upstream's `_split_shapely_to_grid`, float accumulation (`y += g`) and all,
+    so cell coordinates match to the last bit; a degenerate extent (a point on a grid line)
+    still gets its one cell, where upstream gets none.
+    """
+    minx, miny, maxx, maxy = bounds
+    x_start, y_start = math.floor(minx / g) * g, math.floor(miny / g) * g
+    x_end, y_end = math.ceil(maxx / g) * g, math.ceil(maxy / g) * g
+    x_end = x_end if x_end > x_start else x_start + g
+    y_end = y_end if y_end > y_start else y_start + g
+    ys = []
+    y = y_start
+    while y < y_end:
+        ys.append(y)
+        y += g
+    xs = []
+    x = x_start
+    while x < x_end:
+        xs.append(x)
+        x += g
+    return np.array([(x, y) for x in xs for y in ys], dtype=float).reshape(-1, 2)
 
 
 class GridPartitioner(_Projecting):
@@ -167,8 +248,9 @@ class GridPartitioner(_Projecting):
 
     At the request level the grid is in degrees (WGS84), or in metres of each feature's UTM
     zone with `request_units="metres"`. At the window level it is in pixels of the window
-    projection. Cells that do not touch the geometry are dropped; the overlap then grows each
-    kept cell (a cell whose overlap margin alone would reach the geometry is not kept).
+    projection, over the partition's bounding box. A cell is kept where it (without its
+    overlap margin) holds part of the request feature it came from, tested in WGS84; the
+    overlap then grows each kept cell, and `clip` cuts it to the partition geometry.
     """
 
     def __init__(
@@ -188,7 +270,7 @@ class GridPartitioner(_Projecting):
             output_projection: Window CRS and pixel size; default: UTM at 10 m.
             use_utm: Use the UTM zone of each feature with `output_projection`'s pixel size.
             clip: Clip cells to the geometry (windows shrink to the clipped bounds).
-            request_units: Units of `grid_size` when partitioning requests.
+            request_units: Units of `grid_size` when partitioning requests (Helios only).
 
         """
         super().__init__(output_projection, use_utm)
@@ -201,44 +283,47 @@ class GridPartitioner(_Projecting):
         self.clip = clip
         self.request_units = request_units
 
-    def _cells(self, geom: BaseGeometry) -> list[BaseGeometry]:
-        g, o = self.grid_size, self.overlap_size
-        # snap away reprojection noise (e.g. 44063.99999999997 px) so that a feature aligned to
-        # the grid does not keep its neighbouring cells for a sliver of 1e-11 of their area
-        geom = shapely.set_precision(geom, g * 1e-9)
-        minx, miny, maxx, maxy = geom.bounds
-        i0, j0 = math.floor(minx / g), math.floor(miny / g)
-        ii, jj = np.meshgrid(
-            np.arange(i0, max(math.ceil(maxx / g), i0 + 1)),
-            np.arange(j0, max(math.ceil(maxy / g), j0 + 1)),
-            indexing="ij",
-        )
-        i, j = ii.ravel(), jj.ravel()
-        # which cells to keep is decided on the cells themselves, not their overlap margins,
-        # so a cell whose margin alone reaches the geometry does not become a sliver window
-        core = shapely.box(i * g, j * g, (i + 1) * g, (j + 1) * g)
-        shapely.prepare(geom)
-        keep = shapely.intersects(core, geom)
-        if geom.area > 0:  # a cell that only touches a polygon's edge holds none of it
-            keep &= ~shapely.touches(core, geom)
-        i, j = i[keep], j[keep]
-        cells = shapely.box(i * g - o, j * g - o, (i + 1) * g + o, (j + 1) * g + o)
+    def _cells(self, origins: np.ndarray, grow: float = 0.0) -> np.ndarray:
+        x, y, g = origins[:, 0], origins[:, 1], self.grid_size
+        return np.asarray(shapely.box(x - grow, y - grow, x + g + grow, y + g + grow))
+
+    @staticmethod
+    def _keep(cores_wgs84: np.ndarray, area: BaseGeometry, sliver: float) -> np.ndarray:
+        """Cells holding part of `area` (both WGS84).
+
+        A cell intersecting an areal request must share more than the fraction `sliver`
+        of its area with it.
+        """
+        shapely.prepare(area)
+        keep = np.asarray(shapely.intersects(cores_wgs84, area), dtype=bool)
+        if area.area > 0 and keep.any():
+            shared = shapely.area(shapely.intersection(cores_wgs84[keep], area))
+            keep[keep] = shared > sliver * shapely.area(cores_wgs84[keep])
+        return keep
+
+    def _request_cells(self, f: RequestFeature) -> list[BaseGeometry]:
+        """The request-level cells of one feature (WGS84)."""
+        crs = WGS84
+        geom = f.geometry
+        if self.request_units == "metres":
+            c = f.geometry.centroid
+            crs = utm_crs(c.x, c.y)
+            geom = reproject_geometry(geom, WGS84, crs)
+        origins = grid_origins(geom.bounds, self.grid_size)
+        cores = reproject_shapes(self._cells(origins), crs, WGS84)
+        keep = self._keep(cores, f.area_of_interest, SLIVER)
+        cells = self._cells(origins[keep], self.overlap_size)
         if self.clip:
-            cells = shapely.intersection(cells, geom)
-        return [c for c in cells if not c.is_empty]
+            cells = np.asarray(shapely.intersection(cells, geom))
+        return [c for c in reproject_shapes(cells, crs, WGS84) if not c.is_empty]
 
     def partition_request_geometry(self, requests: list[RequestFeature]) -> list[Partition]:
-        """One partition per grid cell per feature."""
+        """One partition per grid cell per feature (features are never merged)."""
         out: list[Partition] = []
         for f in requests:
-            if self.request_units == "degrees":
-                cells = self._cells(f.geometry)
-            else:
-                c = f.geometry.centroid
-                crs = utm_crs(c.x, c.y)
-                projected = reproject_geometry(f.geometry, WGS84, crs)
-                cells = [reproject_geometry(cell, crs, WGS84) for cell in self._cells(projected)]
-            out.extend(Partition([f.with_geometry(cell)]) for cell in cells)
+            for cell in self._request_cells(f):
+                footprint = cell if self.clip else None
+                out.append(Partition([f.with_geometry(cell, footprint)]))
         return out
 
     def check(self, role: str) -> list[str]:
@@ -253,15 +338,23 @@ class GridPartitioner(_Projecting):
         return []
 
     def prepare_window_geometries(self, partition: Partition) -> list[WindowSpec]:
-        """One window per pixel-grid cell touching each feature."""
-        out: list[WindowSpec] = []
+        """One window per pixel-grid cell holding part of each feature's request."""
         problems = self.check("prepare_window_geometries")
         if problems:
             raise ValueError(problems[0])
+        out: list[WindowSpec] = []
         for f in partition.features:
             proj = self.projection_for(f)
-            for cell in self._cells(to_pixels(f.geometry, proj)):
-                out.append(self._window(f, proj, outer_pixel_bounds(cell)))
+            geom = to_pixels(f.geometry, proj)
+            origins = grid_origins(geom.bounds, self.grid_size)
+            cores = pixel_shapes_to_wgs84(self._cells(origins), proj)
+            keep = self._keep(cores, f.area_of_interest, SLIVER_PIXELS / self.grid_size**2)
+            cells = self._cells(origins[keep], self.overlap_size)
+            if self.clip:
+                cells = np.asarray(shapely.intersection(cells, geom))
+            for cell in cells:
+                if not cell.is_empty:
+                    out.append(self._window(f, proj, truncated_pixel_bounds(cell)))
         return out
 
 
@@ -270,4 +363,5 @@ BUILTIN_PARTITIONERS: tuple[type[Partitioner], ...] = (
     FixedWindowPartitioner,
     GridPartitioner,
     ReprojectionPartitioner,
+    ChunkPartitioner,
 )

@@ -6,22 +6,46 @@ Idempotent: a partition whose partition.json exists is not recomputed.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import shapely
+
 from helios.runner.core.fsutil import read_json, write_json
-from helios.runner.core.geometry import MAX_WINDOW_SIDE, RequestFeature
+from helios.runner.core.geometry import (
+    MAX_WINDOW_SIDE,
+    Projection,
+    RequestFeature,
+    WindowSpec,
+    intersects_in_wgs84,
+    pixel_box,
+)
 from helios.runner.core.windows import (
     INDEX_JSON,
     PARTITION_JSON,
-    WINDOW_JSON,
+    REQUEST_GEOJSON,
     Window,
+    dataset_root,
     partition_dir,
     partitions_dir,
 )
-from helios.runner.partition.partitioners import Partitioner
+from helios.runner.partition.partitioners import Partition, Partitioner
 
 logger = logging.getLogger(__name__)
+
+
+def _in_request(specs: list[WindowSpec], part: Partition) -> list[WindowSpec]:
+    """The windows that intersect the partition's own request features (tested in WGS84)."""
+    area = shapely.union_all([f.area_of_interest for f in part.features])
+    keep: dict[int, bool] = {}
+    by_projection: dict[Projection, list[int]] = defaultdict(list)
+    for i, spec in enumerate(specs):
+        by_projection[spec.projection].append(i)
+    for proj, idx in by_projection.items():
+        boxes = [pixel_box(specs[i].pixel_bounds) for i in idx]
+        keep.update(zip(idx, intersects_in_wgs84(boxes, proj, area).tolist(), strict=True))
+    return [s for i, s in enumerate(specs) if keep[i]]
 
 
 def partition(
@@ -30,11 +54,13 @@ def partition(
     window_preparer: Partitioner,
     scratch: Path,
 ) -> list[str]:
-    """Split the requests into partitions and windows under `scratch/partitions/`.
+    """Split the requests into partitions (`scratch/partitions/`) and windows (`scratch/dataset`).
 
     `partitioner` makes the partitions (`partition_request_geometry`), `window_preparer`
     the windows of each (`prepare_window_geometries`).
 
+    Only windows that intersect the partition's own request features are kept (tested in
+    WGS84, as upstream, but against the partition's features rather than every request).
     Window names hash geometry and time, so re-runs create nothing twice, and a window
     made by two partitions (e.g. on a shared edge) is kept only in the first. A partition is
     complete once its partition.json exists; complete partitions are not recomputed.
@@ -59,7 +85,7 @@ def partition(
             seen.update(read_json(pjson)["windows"])
             continue
         names = []
-        for spec in window_preparer.prepare_window_geometries(part):
+        for spec in _in_request(window_preparer.prepare_window_geometries(part), part):
             if max(spec.width, spec.height) > MAX_WINDOW_SIDE:
                 raise ValueError(
                     f"window of {spec.width} x {spec.height} pixels from "
@@ -69,20 +95,15 @@ def partition(
             if spec.name in seen:
                 continue
             seen.add(spec.name)
-            window = Window.from_spec(spec, pid, pdir / "windows" / spec.name)
-            write_json(window.path / WINDOW_JSON, window.to_json())
+            Window.from_spec(spec, pid, dataset_root(scratch)).save()
             names.append(spec.name)
             made += 1
-        features = [f.to_geojson() for f in part.features]
-        write_json(
-            pjson,
-            {
-                "id": pid,
-                "features": {"type": "FeatureCollection", "features": features},
-                "extra": part.extra,
-                "windows": names,
-            },
-        )
+        features = {
+            "type": "FeatureCollection",
+            "features": [f.to_geojson() for f in part.features],
+        }
+        write_json(pdir / REQUEST_GEOJSON, features)
+        write_json(pjson, {"id": pid, "extra": part.extra, "windows": names})
     write_json(partitions_dir(scratch) / INDEX_JSON, {"partitions": ids})
     logger.info("%d partitions, %d new windows", len(ids), made)
     return ids
