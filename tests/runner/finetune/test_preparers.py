@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import rasterio.features
 from affine import Affine
 from shapely.geometry import Point, shape
 
-from helios.runner.core.geometry import reproject_geometry
+from helios.runner.core.geometry import reproject_geometry, to_pixels
 from helios.runner.finetune import (
     AnnotationTask,
     PointToPixelWindowPreparer,
@@ -15,7 +17,7 @@ from helios.runner.finetune import (
     load_annotations,
 )
 from helios.runner.finetune.annotations import Annotation
-from tests.runner.data.annotations import point_export, polygon_export
+from tests.runner.data.annotations import START, point_export, polygon_export
 
 ZONES = [
     ((-118.16, 33.73), "EPSG:32611"),
@@ -42,9 +44,11 @@ def test_point_to_pixel_windows(tmp_path, centre, crs):
         for w, ann in zip(windows, task.annotations, strict=True):
             assert w.spec.projection.crs == crs and w.spec.projection.x_resolution == 10
             assert (w.spec.width, w.spec.height) == (1, 1)
+            px = to_pixels(ann.geometry, w.spec.projection)
+            assert w.spec.pixel_bounds[:2] == (int(px.x), int(px.y))  # upstream's int()
             x0, y0, x1, y1 = crs_bounds(w)
             p = reproject_geometry(ann.geometry, "EPSG:4326", crs)
-            assert x0 <= p.x < x1 and y0 < p.y <= y1  # the point is in its pixel
+            assert x0 <= p.x < x1 and y0 - 10 < p.y <= y1 + 10  # within a pixel
             assert w.kind == "vector" and w.label == ann.labels["category"]
             assert w.spec.properties["source_task_id"] == task.task_id
             assert (w.spec.start_time, w.spec.end_time) == (task.start_time, task.end_time)
@@ -73,13 +77,14 @@ def test_point_to_raster_windows(tmp_path):
     task = points(tmp_path, ZONES[1][0], seed=1)[0]
     windows, problems = prep.prepare_labeled_windows(task, "category")
     assert problems == [] and len(windows) == 3
-    pixel = PointToPixelWindowPreparer().prepare_labeled_windows(task, "category")[0]
-    for w, px, ann in zip(windows, pixel, task.annotations, strict=True):
+    for w, ann in zip(windows, task.annotations, strict=True):
         assert (w.spec.width, w.spec.height) == (7, 7) and w.kind == "raster"
-        c0, r0, _, _ = px.spec.pixel_bounds
-        assert w.spec.pixel_bounds == (c0 - 3, r0 - 3, c0 + 4, r0 + 4)  # centred on the point
+        px = to_pixels(ann.geometry, w.spec.projection)
+        c0, r0 = int(px.x - 3), int(px.y - 3)  # upstream: the float square, int() bounds
+        assert w.spec.pixel_bounds == (c0, r0, c0 + 7, r0 + 7)
         assert w.label.dtype == np.uint8 and w.label.shape == (7, 7) and w.nodata == 255
-        assert w.label[3, 3] == ann.labels["category"]
+        # the pixel holding the point: row 2 (not 3) as rows are negative north of the equator
+        assert w.label[math.floor(px.y) - r0, math.floor(px.x) - c0] == ann.labels["category"]
         assert (w.label == 255).sum() == 48
 
 
@@ -98,7 +103,7 @@ def test_point_to_raster_rejects_bad_classes(tmp_path):
     ok, problems = PointToRasterWindowPreparer(
         1, dtype="int16", nodata_value=-1
     ).prepare_labeled_windows(bad, "category")
-    assert len(ok) == 2 and ok[0].label.dtype == np.int16 and ok[0].label[1, 1] == 255
+    assert len(ok) == 2 and ok[0].label.dtype == np.int16 and (ok[0].label == 255).sum() == 1
     with pytest.raises(ValueError, match="dtype"):
         PointToRasterWindowPreparer(1, dtype="complex64")
 
@@ -127,16 +132,9 @@ def test_polygon_to_raster_matches_direct_rasterization(tmp_path, centre, crs):
         )
         assert problems == [] and len(windows) == 1
         w = windows[0]
-        assert w.spec.projection.crs == crs and (w.spec.width, w.spec.height) in (
-            (64, 64),
-            (65, 65),
-            (64, 65),
-            (65, 64),
-        )
-        x0, y0, x1, y1 = crs_bounds(w)
-        tb = reproject_geometry(task.geometry, "EPSG:4326", crs).bounds
-        assert x0 <= tb[0] and y0 <= tb[1] and x1 >= tb[2] and y1 >= tb[3]  # holds the task
-        assert x1 - x0 < tb[2] - tb[0] + 20  # and no more than a pixel around it
+        assert w.spec.projection.crs == crs
+        px = to_pixels(task.geometry, w.spec.projection).bounds
+        assert w.spec.pixel_bounds == tuple(int(v) for v in px)  # upstream's int() bounds
         assert w.label.dtype == np.uint8 and w.nodata == 255
         np.testing.assert_array_equal(w.label, expected_raster(task, w))
         assert (w.label == 255).any() and (w.label != 255).any()
@@ -165,3 +163,96 @@ def test_polygon_to_raster_nodata_and_problems(tmp_path):
     big = AnnotationTask("t", degree, task.start_time, task.end_time, task.annotations)
     windows, problems = PolygonToRasterWindowPreparer().prepare_labeled_windows(big, "category")
     assert windows == [] and "exceeds 8192 px" in problems[0].reason
+
+
+def rect_task(x0, y0, x1, y1, labels=((1, 0.0, 0.0, 1.0, 1.0),)):
+    """A lon/lat rectangle task with rectangles (value, fractions of the task) as annotations."""
+    from shapely.geometry import box
+
+    from tests.runner.data.annotations import END
+
+    start, end = (load_time(t) for t in (START, END))
+    anns = []
+    for i, (v, a, b, c, d) in enumerate(labels):
+        w, h = x1 - x0, y1 - y0
+        geom = box(x0 + a * w, y0 + b * h, x0 + c * w, y0 + d * h)
+        anns.append(Annotation(geom, {"category": v}, i))
+    return AnnotationTask("t", box(x0, y0, x1, y1), start, end, anns)
+
+
+def load_time(text):
+    from helios.runner.core.geometry import parse_time
+
+    return parse_time(text)
+
+
+@pytest.mark.parametrize(("strategy", "count"), [("center_crop", 4), ("PAD_TO_FILL", 9)])
+def test_polygon_grid_config(strategy, count):
+    from helios.runner.finetune.preparers import GridConfig
+
+    task = rect_task(35.0, 0.2, 35.0025, 0.2025)  # ~278 x 276 m: 27 x 27 px at 10 m
+    prep = PolygonToRasterWindowPreparer(grid_config=GridConfig(12, strategy))
+    windows, problems = prep.prepare_labeled_windows(task, "category")
+    assert problems == [] and len(windows) == count
+    (single,), _ = PolygonToRasterWindowPreparer().prepare_labeled_windows(task, "category")
+    c0, r0, c1, r1 = single.spec.pixel_bounds
+    for w in windows:
+        assert (w.spec.width, w.spec.height) == (12, 12) and w.label.shape == (12, 12)
+        wc0, wr0 = w.spec.pixel_bounds[:2]
+        expect = np.full((12, 12), 255, np.uint8)
+        part = single.label[wr0 - r0 : wr0 - r0 + 12, wc0 - c0 : wc0 - c0 + 12]
+        expect[: part.shape[0], : part.shape[1]] = part  # padded past the task
+        np.testing.assert_array_equal(w.label, expect)
+    if strategy == "center_crop":  # whole squares, the grid centred on the task
+        ox, oy = (c1 - c0 - 24) // 2, (r1 - r0 - 24) // 2
+        assert windows[0].spec.pixel_bounds[:2] == (c0 + ox, r0 + oy)
+
+
+def test_polygon_tasks_wider_than_tall_and_empty_windows():
+    wide = rect_task(35.0, 0.2, 35.01, 0.201)  # upstream fails on these (its BUG 1)
+    (w,), problems = PolygonToRasterWindowPreparer().prepare_labeled_windows(wide, "category")
+    assert problems == [] and w.label.shape == (w.spec.height, w.spec.width)
+    assert w.spec.width > 5 * w.spec.height
+    tiny = rect_task(35.0, 0.2, 35.01, 0.201, labels=((1, 0.5, 0.5, 0.5001, 0.5001),))
+    windows, problems = PolygonToRasterWindowPreparer().prepare_labeled_windows(tiny, "category")
+    assert windows == [] and "no labeled pixel" in problems[-1].reason  # all nodata: no window
+
+
+def test_polygon_drop_inconsistent_utm_skips_the_task():
+    across = rect_task(35.99, 0.2, 36.01, 0.21)
+    prep = PolygonToRasterWindowPreparer(drop_inconsistent_utm=True)
+    windows, problems = prep.prepare_labeled_windows(across, "category")
+    assert (
+        windows == [] and "EPSG:32636" in problems[0].reason and "EPSG:32637" in problems[0].reason
+    )
+    (w,), _ = PolygonToRasterWindowPreparer().prepare_labeled_windows(across, "category")
+    assert w.spec.projection.crs == "EPSG:32636"  # the centroid's zone (36.0: the lower one)
+    inside = rect_task(35.9, 0.2, 35.91, 0.21)
+    assert len(prep.prepare_labeled_windows(inside, "category")[0]) == 1
+
+
+def test_grid_config_from_yaml_plain_or_class_path():
+    from helios.runner.finetune.config import parse_window_prep
+
+    cls = "olmoearth_run.runner.tools.labeled_window_preparers.polygon_to_raster_window_preparer"
+    for grid in (
+        {"window_size_px": 32},
+        {"class_path": f"{cls}.GridConfig", "init_args": {"window_size_px": 32}},
+    ):
+        raw = {
+            "labeled_window_preparer": {
+                "class_path": f"{cls}.PolygonToRasterWindowPreparer",
+                "init_args": {"grid_config": grid},
+            },
+        }
+        prep, problems = parse_window_prep(raw)
+        assert problems == [] and prep is not None
+        cfg = prep.labeled_window_preparer.grid_config
+        assert (cfg.window_size_px, cfg.gridding_strategy) == (32, "center_crop")
+
+
+def test_polar_points_use_ups():
+    p = Annotation(Point(10.0, 85.0), {"category": 1}, 0)
+    task = AnnotationTask("t", p.geometry.buffer(0.01), load_time(START), load_time(START), [p])
+    (w,), _ = PointToPixelWindowPreparer().prepare_labeled_windows(task, "category")
+    assert w.spec.projection.crs == "EPSG:5041"

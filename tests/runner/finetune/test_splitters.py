@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import random
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
@@ -52,13 +54,36 @@ def test_random_proportions_and_determinism():
     assert abs(counts["train"] / 200 - 0.7) < 0.09
     assert abs(counts["val"] / 200 - 0.2) < 0.07
     assert abs(counts["test"] / 200 - 0.1) < 0.06
-    assert splits == [RandomDataSplitter(0.7, 0.2, 0.1, seed=7).choose_split(w) for w in ws]
-    # a window's split depends only on the window: order and other windows do not matter
+    again = RandomDataSplitter(0.7, 0.2, 0.1, seed=7)
+    assert splits == [again.choose_split(w) for w in ws]
+    other = RandomDataSplitter(0.7, 0.2, 0.1, seed=8)
+    assert [other.choose_split(w) for w in ws] != splits
+    only_train, no_test = RandomDataSplitter(1, 0, 0), RandomDataSplitter(0.5, 0.5, 0)
+    assert {only_train.choose_split(w) for w in ws} == {"train"}
+    assert {no_test.choose_split(w) for w in ws} == {"train", "val"}
+
+
+def test_random_is_upstreams_sequence():
+    """One draw of random.Random(seed) per window, in order, as upstream."""
+    ws = windows(20)
+    draws = random.Random(42)
+    expect = []
+    for _ in ws:
+        r = draws.random()
+        expect.append("train" if r < 0.6 else "val" if r < 0.8 else "test")
+    splitter = RandomDataSplitter(0.6, 0.2, 0.2, seed=42)
+    assert [splitter.choose_split(w) for w in ws] == expect
+    assert splitter.choose_split(ws[3]) == expect[3]  # a window seen before keeps its split
+    splitter.reset()
+    assert [splitter.choose_split(w) for w in reversed(ws)] == expect  # order decides
+
+
+def test_random_stable_depends_only_on_the_window():
+    ws = windows(100)
+    splitter = RandomDataSplitter(0.7, 0.2, 0.1, seed=7, stable=True)
+    splits = [splitter.choose_split(w) for w in ws]
     assert [splitter.choose_split(w) for w in reversed(ws[:50])] == list(reversed(splits[:50]))
-    other = [RandomDataSplitter(0.7, 0.2, 0.1, seed=8).choose_split(w) for w in ws]
-    assert other != splits
-    assert {RandomDataSplitter(1, 0, 0).choose_split(w) for w in ws} == {"train"}
-    assert {RandomDataSplitter(0.5, 0.5, 0).choose_split(w) for w in ws} == {"train", "val"}
+    assert len(set(splits)) == 3
 
 
 def test_spatial_cells_never_span_two_splits():
@@ -72,8 +97,7 @@ def test_spatial_cells_never_span_two_splits():
     cell_splits = Counter(next(iter(s)) for s in by_cell.values())
     assert set(cell_splits) == {"train", "val", "test"}
     assert abs(cell_splits["train"] / len(by_cell) - 0.6) < 0.1
-    # whatever the seed, windows of one cell share a split
-    for seed in range(5):
+    for seed in (None, 0, 1):  # whatever the salt, windows of one cell share a split
         seeded = SpatialDataSplitter(0.6, 0.2, 0.2, grid_size=100, seed=seed)
         cells = defaultdict(set)
         for w in ws:
@@ -81,17 +105,26 @@ def test_spatial_cells_never_span_two_splits():
         assert all(len(s) == 1 for s in cells.values())
 
 
+def test_spatial_is_upstreams_hash():
+    w = windows(1, spread=1, size=63, crs="EPSG:32637")[0]
+    w.spec = WindowSpec(w.spec.projection, (16889, -5064, 16952, -5001), T0, T1)
+    ints = SpatialDataSplitter(0.8, 0.1, 0.1, grid_size=10)
+    floats = SpatialDataSplitter(0.8, 0.1, 0.1, grid_size=10.0)
+    assert ints.cell_id(w) == "EPSG:32637_1688_-507"  # floor division of the min corner
+    assert floats.cell_id(w) == "EPSG:32637_1688.0_-507.0"  # as upstream: another hash
+    h = int(hashlib.sha256(b"EPSG:32637_1688.0_-507.0").hexdigest(), 16) / 2**256
+    assert floats.choose_split(w) == ("train" if h < 0.8 else "val" if h < 0.9 else "test")
+
+
 def test_spatial_cell_units_and_zones():
     w = windows(1, spread=1)[0]  # pixel (0, 0) .. (1, 1)
     pixels = SpatialDataSplitter(0.6, 0.2, 0.2, grid_size=100)
     metres = SpatialDataSplitter(0.6, 0.2, 0.2, grid_size=1000, grid_units="metres")
-    assert pixels.cell(w) == metres.cell(w) == ("EPSG:32611", 0, -1)
-    big = windows(1, spread=1, size=250)[0]  # centre at pixel 125 -> cell 1
-    assert pixels.cell(big) == ("EPSG:32611", 1, -2)
+    assert pixels.cell(w) == ("EPSG:32611", 0, 0)
+    assert metres.cell(w) == ("EPSG:32611", 0.0, 0.0)
+    big = windows(1, spread=1, size=250)[0]  # the min corner decides, not the centre
+    assert pixels.cell(big) == ("EPSG:32611", 0, 0)
     other_zone = windows(1, spread=1, crs="EPSG:32612")[0]
     assert pixels.cell(other_zone)[0] == "EPSG:32612"
-    assert SpatialDataSplitter(0.6, 0.2, 0.2, 100, seed=1).choose_split(w) in (
-        "train",
-        "val",
-        "test",
-    )
+    salted = SpatialDataSplitter(0.6, 0.2, 0.2, 100, seed=1)
+    assert salted.cell_id(w) == "1_EPSG:32611_0_0"

@@ -24,7 +24,7 @@ from typing import Any
 
 from helios.runner.core.classpath import StrategyError, resolve_strategy
 from helios.runner.core.geometry import Projection
-from helios.runner.finetune.preparers import BUILTIN_PREPARERS, LabeledWindowPreparer
+from helios.runner.finetune.preparers import BUILTIN_PREPARERS, GridConfig, LabeledWindowPreparer
 from helios.runner.finetune.samplers import BUILTIN_SAMPLERS, NoopSampler, Sampler
 from helios.runner.finetune.splitters import BUILTIN_SPLITTERS, DataSplitter
 
@@ -38,6 +38,7 @@ BUILTINS: tuple[type, ...] = (
     *BUILTIN_SAMPLERS,
     *BUILTIN_PREPARERS,
     *BUILTIN_SPLITTERS,
+    GridConfig,
     Projection,
 )
 """Classes window_prep strategies may name by upstream path or bare name."""
