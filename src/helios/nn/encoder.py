@@ -113,7 +113,8 @@ class FlexiEncoder(Encoder):
     """Multimodal FlexiViT encoder: flexible patch embedding, additive encodings, ViT blocks.
 
     Its parts are passed in, timm style: `position` (a `PositionEncoding` class), `block_layer`
-    (called like `Block`) and `norm_layer` (the blocks' norms and the final norm).
+    (called like `Block`), `norm_layer` (the blocks' norms and the final norm) and
+    `embedding_layer` (a `TokenEmbedding` class).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class FlexiEncoder(Encoder):
         qk_norm: bool = False,
         block_layer: BlockLayer = Block,
         norm_layer: NormLayer = nn.LayerNorm,
+        embedding_layer: type[TokenEmbedding] = TokenEmbedding,
     ) -> None:
         """Build the encoder.
 
@@ -146,6 +148,9 @@ class FlexiEncoder(Encoder):
             qk_norm: normalize queries and keys per head.
             block_layer: builds each transformer block (see `BlockLayer`).
             norm_layer: norm constructor for the blocks and the final norm.
+            embedding_layer: the patch embedding, built as ``embedding_layer(modalities,
+                embed_dim, max_patch_size)``: `TokenEmbedding` (PI-resized kernels) or
+                `InputResizeEmbedding` (OlmoEarth's resized input).
 
         """
         super().__init__()
@@ -154,7 +159,7 @@ class FlexiEncoder(Encoder):
         self.max_patch_size = max_patch_size
         self.position = position_encoding(position)
         self.head_dim = embed_dim // num_heads
-        self.token_embedding = TokenEmbedding(self.modalities, embed_dim, max_patch_size)
+        self.token_embedding = embedding_layer(self.modalities, embed_dim, max_patch_size)
         self.encodings = TokenEncodings(self.modalities, embed_dim, type(self.position))
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(

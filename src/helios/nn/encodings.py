@@ -22,6 +22,9 @@ non-spatial tokens sit at the tile centre. Time stays additive in both modes.
 
 The position encoding is a part passed in as a class (`PositionEncoding` subclasses); the
 strings ``"sincos"`` and ``"rope"`` are aliases of the two built-ins (`POSITION_ENCODINGS`).
+A part computes the time-index, month and space codes (`PositionEncoding.time_index`,
+`month`, `space`); `OlmoEarthEncodings` reproduces OlmoEarth v1's codes exactly, for encoders
+converted from OlmoEarth weights (`helios.nn.olmoearth`).
 """
 
 from __future__ import annotations
@@ -100,14 +103,30 @@ def apply_rope(x: Tensor, rope: Rope) -> Tensor:
 
 
 class PositionEncoding:
-    """How token positions enter the model; holds no weights (no state-dict entries).
+    """How token positions in space and time enter the model; holds no weights.
 
-    Subclasses give an additive code for spatial tokens (`additive`), rotary tables for
-    attention (`rotary` True, `rotation`), or both.
+    Subclasses give an additive code for spatial tokens (`additive`, or `space` for codes
+    that are not a function of the token centres), rotary tables for attention (`rotary`
+    True, `rotation`), or both. `time_index` and `month` give the time quarters; the defaults
+    are Helios's `sincos` and `month_encoding`.
     """
 
     rotary: ClassVar[bool] = False
     """Whether attention rotates queries and keys by `rotation`."""
+
+    def time_index(self, steps: Tensor, dim: int) -> Tensor:
+        """float32 [T, dim] code of the step indices `steps` (long [T]) on the time axis."""
+        return sincos(steps, dim)
+
+    def month(self, months: Tensor, dim: int) -> Tensor:
+        """float32 [..., dim] code of `months` (1..12)."""
+        return month_encoding(months, dim)
+
+    def space(
+        self, h: int, w: int, patch_size: int, dim: int, device: torch.device
+    ) -> Tensor | None:
+        """float32 [h, w, dim] code of an h x w token grid, or None: `additive` of the centres."""
+        return self.additive(token_centers(h, w, patch_size, device), dim)
 
     def additive(self, centers: Tensor, dim: int) -> Tensor | None:
         """float32 [..., dim] code added to spatial tokens at `centers` [..., 2], or None."""
@@ -134,6 +153,59 @@ class RopePosition(PositionEncoding):
     def rotation(self, positions: Tensor, head_dim: int) -> Rope:
         """`rope_tables` of the positions."""
         return rope_tables(positions, head_dim)
+
+
+def olmoearth_sincos(pos: Tensor, dim: int) -> Tensor:
+    """OlmoEarth's 1-D code: ``[sin(pos w_k), cos(pos w_k)]``, ``w_k = 10000^(-k/(2 dim))``.
+
+    The same float32 operations as OlmoEarth's `get_1d_sincos_pos_encoding`, so the codes agree
+    bit for bit (its frequencies differ from `sincos`: ``k / (2 dim)``, not ``k / (dim / 2)``).
+    """
+    omega = torch.arange(dim // 2, device=pos.device) / dim / 2.0
+    omega = 1.0 / 10000**omega
+    angles = pos.to(torch.float32).unsqueeze(-1) * omega
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def olmoearth_month_encoding(months: Tensor, dim: int) -> Tensor:
+    """OlmoEarth's month code of `months` (1..12): ``[sin a] * dim/2 ++ [cos a] * dim/2``.
+
+    ``a = 2 pi (month - 1) / 12``: one harmonic repeated over each half, as OlmoEarth's frozen
+    12-row `month_embed` table (computed here, so any month value is defined).
+    """
+    angles = ((months - 1).to(torch.float32) / (12 / (2 * math.pi))).unsqueeze(-1)
+    shape = (*angles.shape[:-1], dim // 2)
+    return torch.cat([angles.sin().expand(shape), angles.cos().expand(shape)], dim=-1)
+
+
+def olmoearth_space(h: int, w: int, patch_size: int, dim: int, device: torch.device) -> Tensor:
+    """OlmoEarth's space code [h, w, dim]: `olmoearth_sincos` of column, then row, positions.
+
+    Positions are the integer token index times the GSD ratio (the patch size at 10 m input),
+    not the token centre; OlmoEarth itself needs h == w, this gives the same code on any grid.
+    """
+    ratio = float(patch_size)
+    cols = (torch.arange(w, device=device).to(torch.float32) * ratio)[None, :].expand(h, w)
+    rows = (torch.arange(h, device=device).to(torch.float32) * ratio)[:, None].expand(h, w)
+    return torch.cat([olmoearth_sincos(cols, dim // 2), olmoearth_sincos(rows, dim // 2)], -1)
+
+
+class OlmoEarthEncodings(PositionEncoding):
+    """OlmoEarth v1's additive time-index, month and space codes (for converted encoders)."""
+
+    def time_index(self, steps: Tensor, dim: int) -> Tensor:
+        """`olmoearth_sincos` of the step indices."""
+        return olmoearth_sincos(steps, dim)
+
+    def month(self, months: Tensor, dim: int) -> Tensor:
+        """`olmoearth_month_encoding`."""
+        return olmoearth_month_encoding(months, dim)
+
+    def space(
+        self, h: int, w: int, patch_size: int, dim: int, device: torch.device
+    ) -> Tensor | None:
+        """`olmoearth_space`."""
+        return olmoearth_space(h, w, patch_size, dim, device)
 
 
 POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
@@ -195,7 +267,7 @@ class TokenEncodings(nn.Module):
         q, d = self.quarter, self.embed_dim
         enc = F.pad(self.channel[name], (0, d - q))[None, None, None]
         if get_modality(name).is_spatial:
-            space = self.position.additive(token_centers(h, w, patch_size, device), q)
+            space = self.position.space(h, w, patch_size, q, device)
             if space is not None:
                 enc = enc + F.pad(space, (3 * q, 0))[:, :, None, None]
         return enc
@@ -203,8 +275,8 @@ class TokenEncodings(nn.Module):
     def _temporal(self, timestamps: Tensor, t: int) -> Tensor:
         """[B, 1, 1, T, 1, D]: time-index and month codes."""
         q, d = self.quarter, self.embed_dim
-        steps = sincos(torch.arange(t, device=timestamps.device), q)
-        months = month_encoding(timestamps[:, :t, 1], q)
+        steps = self.position.time_index(torch.arange(t, device=timestamps.device), q)
+        months = self.position.month(timestamps[:, :t, 1], q)
         enc = F.pad(steps, (q, d - 2 * q)) + F.pad(months, (2 * q, d - 3 * q))
         return enc[:, None, None, :, None, :]
 

@@ -21,6 +21,7 @@ from helios.data.normalize import Normalizer
 from helios.nn.attention import BlockLayer, NormLayer, part_class
 from helios.nn.encoder import FlexiEncoder
 from helios.nn.encodings import POSITION_ENCODINGS, PositionEncoding
+from helios.nn.patch_embed import TokenEmbedding
 
 FORMAT_VERSION = 1
 
@@ -54,23 +55,29 @@ class EncoderConfig:
     """Import path of the transformer block class (built like `helios.nn.attention.Block`)."""
     norm_layer: str = "torch.nn.LayerNorm"
     """Import path of the norm class (built with the width) of the blocks and the final norm."""
+    embedding_layer: str = "helios.nn.patch_embed.TokenEmbedding"
+    """Import path of the patch embedding, a `helios.nn.patch_embed.TokenEmbedding` class
+    (`InputResizeEmbedding`: OlmoEarth's resized input at patch sizes below the maximum)."""
 
     def __post_init__(self) -> None:
         self.parts()  # an unknown part fails when the config is read, not at build time
 
-    def parts(self) -> tuple[type[PositionEncoding], BlockLayer, NormLayer]:
-        """The position-encoding, block and norm classes the strings name."""
+    def parts(
+        self,
+    ) -> tuple[type[PositionEncoding], BlockLayer, NormLayer, type[TokenEmbedding]]:
+        """The position-encoding, block, norm and patch-embedding classes the strings name."""
         try:
             position = part_class(self.position, PositionEncoding, POSITION_ENCODINGS)
             block = cast(BlockLayer, part_class(self.block_layer, nn.Module))
             norm = cast(NormLayer, part_class(self.norm_layer, nn.Module))
+            embedding = part_class(self.embedding_layer, TokenEmbedding)
         except ValueError as err:
             raise ValueError(f"EncoderConfig: {err}") from None
-        return position, block, norm
+        return position, block, norm, embedding
 
     def build(self, modalities: list[str]) -> FlexiEncoder:
         """Instantiate the encoder for `modalities`."""
-        position, block, norm = self.parts()
+        position, block, norm, embedding = self.parts()
         return FlexiEncoder(
             modalities=modalities,
             embed_dim=self.embed_dim,
@@ -83,6 +90,7 @@ class EncoderConfig:
             qk_norm=self.qk_norm,
             block_layer=block,
             norm_layer=norm,
+            embedding_layer=embedding,
         )
 
 

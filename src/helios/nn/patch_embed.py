@@ -19,6 +19,10 @@ block-diagonally over the modality's channels, so the output comes out directly 
 ``[B, h, w, T, S, D]`` layout of `MaskedBatch.masks`. Non-spatial modalities (era5,
 ``[B, 1, 1, T, C]``) get a Linear per band set, batched the same way. Inputs equal to
 `MISSING_VALUE` are zeroed before the projection, so they never produce NaN/inf.
+
+`InputResizeEmbedding` is the other way to a patch size p < P, OlmoEarth's: the whole image
+is resized by P / p (antialiased bicubic, across patch borders) and the base kernels applied
+at P. An encoder converted from OlmoEarth weights uses it (`helios.nn.olmoearth`).
 """
 
 from __future__ import annotations
@@ -155,6 +159,14 @@ class TokenEmbedding(nn.Module):
             w = torch.einsum("sdrc,qr->sdqc", w, self.resize_matrix(patch_size).to(w.dtype))
         return w.flatten(0, 1).flatten(1), emb.bias.flatten()
 
+    def kernel_size(self, patch_size: int) -> int:
+        """Side of the kernels applied at `patch_size`: `patch_size` (PI-resized kernels)."""
+        return patch_size
+
+    def resample(self, x: Tensor, patch_size: int) -> Tensor:
+        """The pixels [B, H', W', T, C] the kernels see at `patch_size`: `x` [B, H, W, T, C]."""
+        return x
+
     def forward(self, data: dict[str, Tensor], patch_size: int) -> dict[str, Tensor]:
         """Embed every modality of `data` that this module reads.
 
@@ -174,7 +186,7 @@ class TokenEmbedding(nn.Module):
                 continue
             x = zero_missing(data[name])
             spec = get_modality(name)
-            weight, bias = self.kernel(name, patch_size)
+            weight, bias = self.kernel(name, self.kernel_size(patch_size))
             b, hh, ww, t, c = x.shape
             if spec.is_spatial:
                 k = spec.pixels_per_ref_pixel
@@ -185,11 +197,39 @@ class TokenEmbedding(nn.Module):
                     )
                 x = pool_to_reference(x, spec)
                 h, w = x.shape[1] // patch_size, x.shape[2] // patch_size
-                x = x.view(b, h, patch_size, w, patch_size, t, c).permute(0, 1, 3, 5, 2, 4, 6)
-                x = x.reshape(b * h * w * t, patch_size * patch_size * c)
+                x = self.resample(x, patch_size)
+                side = x.shape[1] // h  # pixels per token side, as the kernels see them
+                x = x.view(b, h, side, w, side, t, c).permute(0, 1, 3, 5, 2, 4, 6)
+                x = x.reshape(b * h * w * t, side * side * c)
             else:
                 h, w = hh, ww
                 x = x.reshape(b * h * w * t, c)
             tokens = F.linear(x, weight, bias)
             out[name] = tokens.view(b, h, w, t, spec.num_band_sets, self.embed_dim)
         return out
+
+
+class InputResizeEmbedding(TokenEmbedding):
+    """OlmoEarth's flexible patch size: resize the image to the base kernel, not the kernel.
+
+    At patch size p < P every band is resized from H x W to (H / p * P) x (W / p * P) pixels
+    with `torch.nn.functional.interpolate` (bicubic, ``antialias=True``), as OlmoEarth's
+    `FlexiPatchEmbed` does, and the base P x P kernels are applied; at p = P it is
+    `TokenEmbedding`. Same parameters (and state-dict keys) as `TokenEmbedding`.
+    """
+
+    def kernel_size(self, patch_size: int) -> int:
+        """Always the base size P (after checking `patch_size` is in 1..P)."""
+        self.resize_matrix(patch_size)  # the range check
+        return self.max_patch_size
+
+    def resample(self, x: Tensor, patch_size: int) -> Tensor:
+        """`x` [B, H, W, T, C] resized by P / `patch_size` (bicubic, antialiased)."""
+        big = self.max_patch_size
+        if patch_size == big:
+            return x
+        b, hh, ww, t, c = x.shape
+        image = x.permute(0, 3, 4, 1, 2).reshape(b * t, c, hh, ww)
+        size = (hh // patch_size * big, ww // patch_size * big)
+        image = F.interpolate(image, size=size, mode="bicubic", antialias=True)
+        return image.view(b, t, c, *size).permute(0, 3, 4, 1, 2).contiguous()
