@@ -301,3 +301,101 @@ def test_small_results_get_small_tiles_and_quicklooks_read_one_band(tmp_path):
         assert src.block_shapes[0] == (128, 128)
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     assert result.with_suffix(".png").exists()
+
+
+def _fc(path: Path, features: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def _feat(geometry: dict | None, k: int) -> dict:
+    return {"type": "Feature", "geometry": geometry, "properties": {"k": k}}
+
+
+def _square(x: float, y: float, s: float) -> dict:
+    ring = [[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def test_combine_and_deduplicate_geojson(tmp_path):
+    from helios.runner.postprocess.postprocessors import CombineAndDeduplicateGeojson
+
+    a = _fc(
+        tmp_path / "w1/outputs/objects.geojson",
+        [
+            _feat(_square(0, 0, 1), 0),
+            _feat({"type": "Point", "coordinates": [5, 5]}, 1),
+            _feat(None, 2),  # no geometry: dropped
+            _feat({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}, 3),
+        ],
+    )
+    b = _fc(
+        tmp_path / "w2/outputs/objects.geojson",
+        [
+            _feat(_square(0.01, 0, 1), 4),  # IoU 0.98 with 0: a duplicate
+            _feat(_square(0.5, 0, 1), 5),  # IoU 1/3: kept
+            _feat({"type": "Point", "coordinates": [5.0005, 5]}, 6),  # 0.0005 away: duplicate
+            _feat({"type": "Point", "coordinates": [5.01, 5]}, 7),  # kept
+            _feat({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}, 8),  # equal: dup
+        ],
+    )
+    pp = CombineAndDeduplicateGeojson()
+    (part,) = pp.process_partition([a, b], tmp_path / "part")
+    assert part.name == "objects.geojson"
+    assert [f["properties"]["k"] for f in json.loads(part.read_text())["features"]] == [
+        0,
+        1,
+        3,
+        5,
+        7,
+    ]
+    strict = CombineAndDeduplicateGeojson(min_iou=0.99, point_nearness=0.0001)
+    (part2,) = strict.process_partition([a, b], tmp_path / "strict")
+    assert [f["properties"]["k"] for f in json.loads(part2.read_text())["features"]] == [
+        0,
+        1,
+        3,
+        4,
+        5,
+        6,
+        7,
+    ]
+    # the dataset stage deduplicates across partitions too (upstream: partitions only)
+    (final,) = pp.process_dataset([part, part2], tmp_path / "final")
+    assert len(json.loads(final.read_text())["features"]) == 5
+    mtime = final.stat().st_mtime_ns
+    assert pp.process_dataset([part, part2], tmp_path / "final") == [final]
+    assert final.stat().st_mtime_ns == mtime  # idempotent
+    with pytest.raises(ValueError, match="min_iou"):
+        CombineAndDeduplicateGeojson(min_iou=2)
+
+
+def test_simplify_polygons(tmp_path):
+    from helios.runner.postprocess.postprocessors import SimplifyPolygons
+
+    wiggly = [[i / 10, 0.001 * (i % 2)] for i in range(11)] + [[1, 1], [0, 1], [0, 0]]
+    two = {
+        "type": "MultiPolygon",
+        "coordinates": [_square(0, 0, 1)["coordinates"], _square(3, 0, 1)["coordinates"]],
+    }
+    src = _fc(
+        tmp_path / "w/outputs/fields.geojson",
+        [
+            _feat({"type": "Polygon", "coordinates": [wiggly]}, 0),
+            _feat(two, 1),  # stays a MultiPolygon (upstream fails validation on it)
+            _feat(_square(5, 5, 0.001), 2),  # collapses unless the topology is preserved
+            _feat({"type": "Point", "coordinates": [1, 2]}, 3),  # passes through
+        ],
+    )
+    pp = SimplifyPolygons()
+    (part,) = pp.process_partition([src], tmp_path / "part")
+    feats = json.loads(part.read_text())["features"]
+    assert [f["properties"]["k"] for f in feats] == [0, 1, 2, 3]
+    assert len(feats[0]["geometry"]["coordinates"][0]) == 5  # the wiggles are gone
+    assert feats[1]["geometry"]["type"] == "MultiPolygon"
+    (final,) = pp.process_dataset([part], tmp_path / "final")
+    assert json.loads(final.read_text())["features"] == feats
+    loose = SimplifyPolygons(preserve_topology=False)
+    (p2,) = loose.process_partition([src], tmp_path / "loose")
+    assert [f["properties"]["k"] for f in json.loads(p2.read_text())["features"]] == [0, 1, 3]

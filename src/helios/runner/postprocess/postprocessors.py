@@ -16,11 +16,15 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import shapely
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
 
 from helios.runner.core.fsutil import atomic_path, clean_tmp_files, read_json
 from helios.runner.core.windows import Window
@@ -280,9 +284,143 @@ def _geojson_signature(path: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def _combine_features(
+    inputs: list[Path],
+    output_dir: Path,
+    config: object,
+    edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+) -> list[Path]:
+    """Write `<name>.geojson` per input name: the inputs' features, concatenated and edited.
+
+    Idempotent: an output whose recorded input signature (names, sizes, mtimes and `config`)
+    matches is left alone; outputs are written atomically. Non-GeoJSON inputs pass through.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    clean_tmp_files(output_dir)
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for p in sorted(inputs):
+        if p.suffix == ".geojson":
+            groups[p.stem].append(p)
+    results = []
+    for name, paths in sorted(groups.items()):
+        out = output_dir / f"{name}.geojson"
+        signature = output_signature(paths, config)
+        if not (out.exists() and _geojson_signature(out) == signature):
+            features = [f for p in paths for f in read_json(p).get("features", [])]
+            with atomic_path(out) as tmp, open(tmp, "w") as f:
+                head = {"type": "FeatureCollection", "helios_inputs": signature}
+                f.write(json.dumps(head)[:-1] + ', "features": [\n')
+                f.write(",\n".join(json.dumps(feat) for feat in edit(features)))
+                f.write("\n]}\n")
+        results.append(out)
+    return results + [p for p in inputs if p.suffix != ".geojson"]
+
+
+class CombineAndDeduplicateGeojson(Combiner):
+    """Concatenate GeoJSON results, keeping the first of each group of duplicate features.
+
+    Upstream's rule: two polygons are duplicates when both are valid and their intersection
+    over union is at least `min_iou`; two points when they are at most `point_nearness`
+    apart (CRS units: degrees for WGS84 results); other geometries when equal. Features
+    without a geometry are dropped. Upstream only deduplicates per partition; here the
+    dataset stage does the same over every partition's results.
+    """
+
+    def __init__(self, min_iou: float = 0.9, point_nearness: float = 0.001) -> None:
+        """Create the postprocessor.
+
+        Args:
+            min_iou: Intersection over union from which two polygons are the same object.
+            point_nearness: Distance up to which two points are the same object.
+
+        """
+        if not 0 <= min_iou <= 1:
+            raise ValueError(f"min_iou must be in [0, 1], got {min_iou}")
+        if point_nearness < 0:
+            raise ValueError(f"point_nearness must not be negative, got {point_nearness}")
+        self.min_iou = min_iou
+        self.point_nearness = point_nearness
+
+    def __repr__(self) -> str:
+        return f"CombineAndDeduplicateGeojson({self.min_iou}, {self.point_nearness})"
+
+    def _duplicate(self, a: BaseGeometry, b: BaseGeometry) -> bool:
+        polygonal = ("Polygon", "MultiPolygon")
+        if a.geom_type in polygonal and b.geom_type in polygonal:
+            if not (a.is_valid and b.is_valid):
+                return False
+            inter = a.intersection(b).area
+            union = a.area + b.area - inter
+            return union > 0 and inter / union >= self.min_iou
+        if a.geom_type == b.geom_type == "Point":
+            return bool(a.distance(b) <= self.point_nearness)
+        return a.geom_type == b.geom_type and bool(a.equals(b))
+
+    def deduplicate(self, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The features without later duplicates of earlier ones (greedy, in order)."""
+        features = [f for f in features if f.get("geometry")]
+        geoms = [shapely.geometry.shape(f["geometry"]) for f in features]
+        tree = shapely.STRtree(geoms)
+        kept = np.zeros(len(geoms), dtype=bool)
+        for i, g in enumerate(geoms):
+            near = tree.query(g, predicate="dwithin", distance=self.point_nearness)
+            kept[i] = not any(kept[j] and self._duplicate(geoms[j], g) for j in near if j < i)
+        return [f for f, k in zip(features, kept, strict=True) if k]
+
+    def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
+        """Write `<name>.geojson` per input name, duplicates removed."""
+        return _combine_features(inputs, output_dir, self, self.deduplicate)
+
+
+class SimplifyPolygons(Combiner):
+    """Concatenate GeoJSON results, simplifying each polygon (Douglas-Peucker).
+
+    As upstream: `geometry.simplify(tolerance, preserve_topology)` on Polygons and
+    MultiPolygons (tolerance in CRS units: degrees for WGS84 results), dropping those that
+    become empty or invalid; other features pass through. Upstream only does this per
+    partition, and fails on a polygon that simplifies to a MultiPolygon; here both stages
+    work and MultiPolygons are kept.
+    """
+
+    def __init__(self, tolerance: float = 0.01, preserve_topology: bool = True) -> None:
+        """Create the postprocessor.
+
+        Args:
+            tolerance: Largest distance a simplified vertex may move.
+            preserve_topology: Keep rings valid (no self-intersections or collapsed holes).
+
+        """
+        if tolerance < 0:
+            raise ValueError(f"tolerance must not be negative, got {tolerance}")
+        self.tolerance = tolerance
+        self.preserve_topology = preserve_topology
+
+    def __repr__(self) -> str:
+        return f"SimplifyPolygons({self.tolerance}, {self.preserve_topology})"
+
+    def simplify(self, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The features with their polygons simplified."""
+        out = []
+        for f in features:
+            geom = f.get("geometry")
+            if not geom or geom.get("type") not in ("Polygon", "MultiPolygon"):
+                out.append(f)
+                continue
+            simple = shapely.geometry.shape(geom).simplify(self.tolerance, self.preserve_topology)
+            if not simple.is_empty and simple.is_valid:
+                out.append({**f, "geometry": shapely.geometry.mapping(simple)})
+        return out
+
+    def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
+        """Write `<name>.geojson` per input name, polygons simplified."""
+        return _combine_features(inputs, output_dir, self, self.simplify)
+
+
 BUILTIN_POSTPROCESSORS: tuple[type[Postprocessor], ...] = (
     NoopRaster,
     NoopVector,
     CombineGeotiff,
     CombineGeojson,
+    CombineAndDeduplicateGeojson,
+    SimplifyPolygons,
 )
