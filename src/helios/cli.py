@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
 
 from helios import __version__
+from helios.checkpoint import CheckpointError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 """Subcommands handed to LightningCLI (`helios.train.cli.run_lightning`) as they are."""
+
+UNSAFE_PICKLE = (
+    "a checkpoint was refused: it holds pickled code or is no torch checkpoint (only "
+    "tensors and plain values load)"
+)
+"""Said when torch refused a pickle that was not read through `helios.checkpoint`."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,24 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `helios` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
-        from helios.train.cli import run_lightning
+def _error(message: object) -> int:
+    """Print `helios: error: MESSAGE` (one line) to stderr; the exit status of a refusal."""
+    print(f"helios: error: {message}", file=sys.stderr)
+    return 2
 
-        return run_lightning(argv)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `helios` console script; returns the exit status.
+
+    Expected failures (a missing file, a bad value, a checkpoint refused as unsafe or
+    unreadable) end with one `helios: error:` line and status 2, not a traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            from helios.train.cli import run_lightning
+
+            return run_lightning(argv)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         return int(args.func(args) or 0)
+    except CheckpointError as err:
+        return _error(err)
+    except pickle.UnpicklingError:
+        # a torch.load(weights_only=True) outside helios.checkpoint refused a pickle
+        return _error(UNSAFE_PICKLE)
     except (FileNotFoundError, ValueError, KeyError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"helios: error: {msg}", file=sys.stderr)
-        return 2
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            raise  # LightningCLI reports its own errors
+        return _error(err.args[0] if isinstance(err, KeyError) and err.args else err)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import yaml
 from helios.cli import main
 from helios.data.synthetic import make_synthetic_dataset
 from helios.nn.export import load_encoder
+from tests.test_checkpoint import write_malicious_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -171,12 +172,8 @@ def _subprocess_env(**extra: str) -> dict[str, str]:
     )
 
 
-def test_killed_run_resumes_with_the_same_losses(tmp_path, syn):
-    tiny = _tiny(tmp_path, syn)
-    straight = tmp_path / "straight"
-    _fit(straight, tiny, "--trainer.max_steps", "7", "--checkpoint_every", "1")
-    resumed = tmp_path / "resumed"
-    cmd = [
+def _fit_command(run_dir: Path, tiny: Path, *args: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "helios.cli",
@@ -186,29 +183,148 @@ def test_killed_run_resumes_with_the_same_losses(tmp_path, syn):
         "--config",
         str(tiny),
         "--trainer.default_root_dir",
-        str(resumed),
-        "--trainer.max_steps",
-        "7",
-        "--checkpoint_every",
-        "1",
+        str(run_dir),
+        *args,
     ]
-    # Killed hard after step 4 (before that step's checkpoint: the last one is from step 3).
+
+
+def _killed_fit(run_dir: Path, tiny: Path, kill_at: int, *args: str) -> int:
+    """Run fit in a subprocess killed hard once step `kill_at` is done; the last checkpoint."""
     proc = subprocess.run(
-        cmd,
-        env=_subprocess_env(HELIOS_TEST_KILL_AT="4"),
+        _fit_command(run_dir, tiny, *args),
+        env=_subprocess_env(HELIOS_TEST_KILL_AT=str(kill_at)),
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 137, proc.stderr[-2000:]
-    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
-    # The same command again, as a restarted job would run it: it finds last.ckpt by itself.
-    _fit(resumed, tiny, "--trainer.max_steps", "7", "--checkpoint_every", "1")
+    return int(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"])
+
+
+def _encoder_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "encoder.pt", weights_only=True)["state_dict"]
+
+
+def _assert_same_run(straight: Path, resumed: Path) -> None:
     a, b = _losses(straight), _losses(resumed)
-    assert sorted(b) == [4, 5, 6, 7]  # steps 5-7 cross an epoch boundary (5 batches per epoch)
     for step in sorted(b):
         assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+    batches = json.loads((straight / "probe_rank0.json").read_text())["batches"]
+    again = json.loads((resumed / "probe_rank0.json").read_text())["batches"]
+    assert {k: batches[k] for k in again} == again  # the same samples and patch size per step
+    ea, eb = _encoder_state(straight), _encoder_state(resumed)
+    assert ea.keys() == eb.keys()
+    for key in ea:
+        assert torch.allclose(ea[key], eb[key], rtol=0, atol=1e-6), key
+
+
+def test_killed_run_resumes_with_the_same_losses(tmp_path, syn):
+    """A kill after a checkpoint that follows a validation resumes at the right batch."""
+    tiny = _tiny(tmp_path, syn)
+    args = ("--trainer.max_steps", "7", "--checkpoint_every", "1")
+    args += ("--trainer.val_check_interval", "3")
+    straight = tmp_path / "straight"
+    _fit(straight, tiny, *args)
+    resumed = tmp_path / "resumed"
+    # Killed hard after step 5 (before that step's checkpoint: the last one is from step 4,
+    # written after the validation at step 3).
+    assert _killed_fit(resumed, tiny, 5, *args) == 4
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["PretrainDataModule"]["batches_consumed"] == 4  # validation batches don't count
+    # The same command again, as a restarted job would run it: it finds last.ckpt by itself.
+    _fit(resumed, tiny, *args)
+    assert sorted(_losses(resumed)) == list(range(1, 8))  # 6-7 cross an epoch boundary
+    _assert_same_run(straight, resumed)
+
+
+@pytest.mark.slow
+def test_kills_after_every_kind_of_checkpoint_resume_exactly(tmp_path, syn):
+    """Kills after checkpoints before, at and after validations, chained in one run folder.
+
+    Checkpoints every 2 steps, validation every 3: the step-2 checkpoint precedes any
+    validation, step 4 and 8 follow one, step 6 and 12 coincide with one (the checkpoint is
+    written just before that validation runs), and a kill at step 7 lands after a validation
+    that the step-6 checkpoint does not know about.
+    """
+    tiny = _tiny(tmp_path, syn)
+    args = ("--trainer.max_steps", "12", "--checkpoint_every", "2")
+    args += ("--trainer.val_check_interval", "3")
+    straight = tmp_path / "straight"
+    _fit(straight, tiny, *args)
+    resumed = tmp_path / "resumed"
+    for kill_at, last in ((3, 2), (5, 4), (7, 6), (9, 8), (11, 10)):
+        assert _killed_fit(resumed, tiny, kill_at, *args) == last
+    _fit(resumed, tiny, *args)
+    assert sorted(_losses(resumed)) == list(range(1, 13))
+    _assert_same_run(straight, resumed)
+
+
+def _refusal(path: Path) -> str:
+    return (
+        f"helios: error: {path}: not a safe checkpoint (it holds pickled code, refused; only "
+        "tensors and plain values load)"
+    )
+
+
+def test_resuming_from_a_malicious_checkpoint_is_refused_without_running_it(tmp_path, syn):
+    """`helios fit` finds last.ckpt by itself; torch's default is forced unsafe."""
+    tiny = _tiny(tmp_path, syn)
+    run = tmp_path / "run"
+    marker = tmp_path / "payload-ran"
+    last = write_malicious_checkpoint(run / "checkpoints" / "last.ckpt", marker)
+    proc = subprocess.run(
+        _fit_command(run, tiny, "--trainer.max_steps", "2"),
+        env=_subprocess_env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert not marker.exists()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "error" in line] == [_refusal(last)]
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "predict"])
+def test_a_malicious_ckpt_path_is_refused_in_one_line(tmp_path, syn, command, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "payload-ran"
+    evil = write_malicious_checkpoint(tmp_path / "evil.ckpt", marker)
+    argv = [
+        command,
+        "--config",
+        str(CONFIGS / "latent_mim.yaml"),
+        "--config",
+        str(_tiny(tmp_path, syn)),
+    ]
+    argv += ["--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(evil)]
+    assert main(argv) == 2
+    assert not marker.exists()
+    assert capsys.readouterr().err.strip().splitlines() == [_refusal(evil)]
+
+
+def test_checkpoints_load_weights_only_explicitly(tmp_path, syn, monkeypatch):
+    """Lightning's own resume is told `weights_only=True`, not left to torch's default."""
+    import functools
+
+    import lightning as L
+
+    seen: list[object] = []
+    fit = L.Trainer.fit
+
+    @functools.wraps(fit)  # LightningCLI builds the fit options from this signature
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("weights_only"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", spy)
+    run = tmp_path / "run"
+    tiny = _tiny(tmp_path, syn)
+    _fit(run, tiny, "--trainer.max_steps", "1")
+    _fit(run, tiny, "--trainer.max_steps", "2")  # resumes from last.ckpt
+    assert seen == [True, True]
 
 
 @pytest.mark.slow

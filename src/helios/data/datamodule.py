@@ -329,8 +329,12 @@ class PretrainDataModule(L.LightningDataModule):
 
     # -- resume ------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count consumed training batches (the basis of mid-epoch resume)."""
-        trainer = getattr(self, "_trainer", None)
+        """Count consumed training batches (the basis of mid-epoch resume).
+
+        Validation inside fit transfers its batches through this hook too; they are not part
+        of the training stream, so they do not count.
+        """
+        trainer = self.trainer  # LightningDataModule's attribute (None outside a Trainer)
         training = trainer.training if trainer is not None else True
         if training and self._train_sampler is not None:
             if self._train_sampler.epoch != self._consumed_epoch:

@@ -5,6 +5,11 @@ lives in a run folder (`trainer.default_root_dir`, or `$HELIOS_RUN_DIR` when set
 the resolved config, `checkpoints/` and, after fit, `encoder.pt`. A `fit` whose run folder already
 holds `checkpoints/last.ckpt` resumes from it by itself, so a preempted job that is simply
 restarted continues where it stopped.
+
+Every checkpoint a subcommand reads (`--ckpt_path`, or the automatic resume) is vetted by
+`helios.checkpoint.check_checkpoint` first and then loaded by Lightning with
+`weights_only=True` spelled out, so a checkpoint holding pickled code is refused with one line
+(`CheckpointError`) and its code never runs, even with `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import helios.data.masking  # noqa: F401  (short class names resolve for masking strategies)
+from helios.checkpoint import CheckpointError, check_checkpoint
 from helios.data.datamodule import PretrainDataModule
 from helios.train.callbacks import ExportEncoder, RNGStateCallback, ThroughputMonitor
 from helios.train.pretrain import LatentMIM
@@ -66,6 +72,22 @@ class HeliosCLI(LightningCLI):
             apply_on="instantiate",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse; load checkpoints weights-only, and vet a given `--ckpt_path` first.
+
+        Lightning reads `--ckpt_path` for its hyperparameters right after parsing, and again
+        when the subcommand runs; `weights_only=True` is passed to the subcommand itself.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        cfg["weights_only"] = True
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            check_checkpoint(ckpt_path)
+
     def before_fit(self) -> None:
         """Point checkpoints at the run folder and resume from its last checkpoint."""
         run_dir = Path(self.trainer.default_root_dir)
@@ -77,6 +99,7 @@ class HeliosCLI(LightningCLI):
         if cfg.get("ckpt_path") is None:
             last = find_last_checkpoint(run_dir)
             if last is not None:
+                check_checkpoint(last)
                 print(f"helios: resuming from {last}")
                 cfg["ckpt_path"] = str(last)
 
@@ -96,7 +119,12 @@ def trainer_defaults() -> dict[str, Any]:
 
 
 def run_lightning(args: Sequence[str]) -> int:
-    """Run a LightningCLI subcommand; `args` as typed after `helios`, e.g. ["fit", ...]."""
+    """Run a LightningCLI subcommand; `args` as typed after `helios`, e.g. ["fit", ...].
+
+    Raises:
+        CheckpointError: a checkpoint to read is unsafe or unreadable (`helios.cli` prints it).
+
+    """
     args = list(args)
     HeliosCLI(
         model_class=L.LightningModule,
@@ -113,4 +141,4 @@ def run_lightning(args: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["HeliosCLI", "LatentMIM", "PretrainDataModule", "run_lightning"]
+__all__ = ["CheckpointError", "HeliosCLI", "LatentMIM", "PretrainDataModule", "run_lightning"]
