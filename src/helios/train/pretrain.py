@@ -11,15 +11,19 @@ path of a subclass (strings, so checkpoints keep plain values): `objective` is a
 (`random_projection` = `RandomProjectionTarget`, `ema` = `EMATarget`, an EMA copy of the
 encoder). The networks they add keep their attribute names (`target_projection`,
 `target_encoder`, `pixel_head`), so checkpoints keep their state-dict keys.
+
+`init_from` starts the encoder from an exported encoder file (e.g. an OlmoEarth model
+converted by `helios.nn.olmoearth.export_olmoearth`): its architecture and weights.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, ClassVar
 
 import lightning as L
@@ -29,7 +33,8 @@ from torch import Tensor, nn
 from helios.data.sample import MaskedBatch, MaskValue
 from helios.nn.api import TokensAndMasks
 from helios.nn.attention import class_path, part_class
-from helios.nn.export import EncoderConfig
+from helios.nn.encoder import FlexiEncoder
+from helios.nn.export import EncoderConfig, ExportedEncoder, load_encoder
 from helios.nn.losses import PixelHead, info_nce_loss, mae_loss, patch_discrimination_loss, patchify
 from helios.nn.patch_embed import TokenEmbedding
 from helios.nn.predictor import Predictor
@@ -45,6 +50,37 @@ def _gather(
         feats.append(tok[sel])
         owners.append(torch.nonzero(sel, as_tuple=True)[0])
     return torch.cat(feats), torch.cat(owners)
+
+
+logger = logging.getLogger(__name__)
+
+
+def initial_encoder(path: str, requested: EncoderConfig) -> ExportedEncoder:
+    """The exported encoder at `path`, its config taking `requested`'s `drop_path`.
+
+    The file's architecture is used whole; fields of `requested` that differ are logged.
+    """
+    start = load_encoder(path)
+    start.config = replace(start.config, drop_path=requested.drop_path)
+    have, asked = asdict(start.config), asdict(requested)
+    ignored = [name for name, value in have.items() if asked[name] != value]
+    if ignored:
+        logger.warning("init_from %s: the file's encoder; ignoring encoder %s", path, ignored)
+    return start
+
+
+def load_initial_weights(encoder: FlexiEncoder, start: ExportedEncoder | None) -> None:
+    """Copy `start`'s weights (if any) into `encoder`; `start` must hold its modalities."""
+    if start is None:
+        return
+    missing = [m for m in encoder.modalities if m not in start.modalities]
+    if missing:
+        raise ValueError(f"init_from: no weights for {missing} (the file has {start.modalities})")
+    unused = [m for m in start.modalities if m not in encoder.modalities]
+    if unused:
+        logger.warning("init_from: not using the weights of modalities %s", unused)
+    state = start.encoder.state_dict()
+    encoder.load_state_dict({k: state[k] for k in encoder.state_dict()}, strict=True)
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -207,6 +243,7 @@ class LatentMIM(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        init_from: str | None = None,
     ) -> None:
         """Build encoder, predictor and target.
 
@@ -227,6 +264,8 @@ class LatentMIM(L.LightningModule):
             betas: AdamW betas.
             warmup_steps: linear warmup steps.
             min_lr_ratio: final learning rate as a fraction of `lr` (cosine schedule).
+            init_from: an exported encoder (`encoder.pt`) to start from: its architecture
+                replaces `encoder` (but `drop_path`), its weights initialise the encoder.
 
         """
         super().__init__()
@@ -235,7 +274,8 @@ class LatentMIM(L.LightningModule):
         self.modalities = list(modalities)
         if isinstance(encoder, dict):  # hyperparameters read back from a checkpoint
             encoder = EncoderConfig(**encoder)
-        self.encoder_config = encoder or EncoderConfig()
+        start = initial_encoder(init_from, encoder or EncoderConfig()) if init_from else None
+        self.encoder_config = start.config if start is not None else encoder or EncoderConfig()
         # Plain values only, so checkpoints load with weights_only=True; `_class_path` lets
         # `helios validate/test/predict --ckpt_path` rebuild the model from the checkpoint.
         args = {k: v for k, v in locals().items() if k in _INIT_ARGS}
@@ -248,6 +288,7 @@ class LatentMIM(L.LightningModule):
         )
         cfg = self.encoder_config
         self.encoder = cfg.build(self.modalities)
+        load_initial_weights(self.encoder, start)
         self.predictor = Predictor(
             self.modalities,
             encoder_dim=cfg.embed_dim,
