@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +297,7 @@ class WindowSpec:
         if c1 <= c0 or r1 <= r0:
             raise ValueError(f"empty window pixel bounds {self.pixel_bounds}")
 
-    @property
+    @cached_property
     def name(self) -> str:
         """Stable name: a hash of projection, pixel bounds and time range."""
         p = self.projection
