@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import struct
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -256,7 +257,9 @@ def test_postprocessor_contract(cls, tmp_path):
     pp = cls()
     assert any(supports(pp, s) for s in STAGES)
     if supports(pp, "process_window"):
-        assert pp.process_window(windows[0], outs[:2]) == outs[:2]
+        first = pp.process_window(windows[0], outs[:2])
+        assert len(first) == 2 and all(p.exists() for p in first)
+        assert pp.process_window(windows[0], outs[:2]) == first
     for stage in ("process_partition", "process_dataset"):
         if supports(pp, stage):
             first = getattr(pp, stage)(outs, tmp_path / stage)
@@ -399,3 +402,34 @@ def test_simplify_polygons(tmp_path):
     loose = SimplifyPolygons(preserve_topology=False)
     (p2,) = loose.process_partition([src], tmp_path / "loose")
     assert [f["properties"]["k"] for f in json.loads(p2.read_text())["features"]] == [0, 1, 3]
+
+
+def test_combine_geojson_window_stage_takes_the_request_geometry(tmp_path):
+    """Upstream's process_window: result features get their request's polygon and properties."""
+    (w,) = grid_windows(tmp_path, n=1, size=32, overlap=0)
+    lon0, lat0, lon1, lat1 = w.wgs84_bounds()
+    alert = {
+        "type": "Polygon",
+        "coordinates": [[[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat0]]],
+    }
+    pdir = tmp_path / "partitions" / w.group
+    pdir.mkdir(parents=True)
+    request = {"type": "Feature", "geometry": alert, "properties": {"alert_id": 7}}
+    (pdir / "request.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [request]})
+    )
+    w = replace(w, properties={"alert_id": 7, "note": "kept"})
+    out = write_window_geojson(
+        w,
+        "label",
+        [{"geometry": {"type": "Point", "coordinates": [lon0, lat0]},
+          "properties": {"label": "mining", "note": None}}],
+    )  # fmt: skip
+    (result,) = CombineGeojson().process_window(w, [out])
+    (feature,) = json.loads(result.read_text())["features"]
+    assert feature["geometry"]["type"] == "Polygon"
+    assert feature["properties"] == {
+        "alert_id": 7, "note": "kept", "label": "mining", "window": w.name,
+    }  # fmt: skip
+    (kept,) = CombineGeojson(geometry_source="result").process_window(w, [out])
+    assert json.loads(kept.read_text())["features"][0]["geometry"]["type"] == "Point"

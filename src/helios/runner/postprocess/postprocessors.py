@@ -26,7 +26,7 @@ import shapely
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
-from helios.runner.core.fsutil import atomic_path, clean_tmp_files, read_json
+from helios.runner.core.fsutil import atomic_path, clean_tmp_files, read_json, write_json
 from helios.runner.core.windows import Window
 from helios.runner.postprocess.mosaic import (
     RasterInfo,
@@ -243,9 +243,48 @@ class CombineGeotiff(Combiner):
 class CombineGeojson(Combiner):
     """Concatenate GeoJSON results into one FeatureCollection per output name.
 
-    Features keep their properties (window outputs carry a `window` property). Non-GeoJSON
-    inputs pass through.
+    At the window stage (upstream's `process_window`), each result feature takes the geometry
+    of the request feature its window was made for (`geometry_source="request"`, e.g. the
+    alert polygon a FixedWindow was centred on) or keeps its own (`"result"`), and the
+    request's properties under its own non-null ones (`include_request_properties`); the
+    result goes to `<window>/processed/<name>.geojson`. At the partition and dataset stages
+    features are concatenated. Non-GeoJSON inputs pass through.
     """
+
+    def __init__(
+        self,
+        geometry_source: Literal["request", "result"] = "request",
+        include_request_properties: bool = True,
+    ) -> None:
+        """Create the postprocessor (upstream's signature)."""
+        self.geometry_source = geometry_source
+        self.include_request_properties = include_request_properties
+
+    def __repr__(self) -> str:
+        return f"CombineGeojson({self.geometry_source!r}, {self.include_request_properties})"
+
+    def process_window(self, window: Window, outputs: list[Path]) -> list[Path]:
+        """Give each GeoJSON result feature its request's geometry and properties."""
+        request = _window_request(window) if self.geometry_source == "request" else None
+        out = []
+        for path in outputs:
+            if path.suffix != ".geojson":
+                out.append(path)
+                continue
+            features = []
+            for f in read_json(path).get("features", []):
+                props = dict(window.properties) if self.include_request_properties else {}
+                props.update(
+                    {k: v for k, v in (f.get("properties") or {}).items() if v is not None}
+                )
+                geom = (
+                    shapely.geometry.mapping(request) if request is not None else f.get("geometry")
+                )
+                features.append({"type": "Feature", "geometry": geom, "properties": props})
+            target = window.path / "processed" / path.name
+            write_json(target, {"type": "FeatureCollection", "features": features})
+            out.append(target)
+        return out
 
     def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
         """Write `<name>.geojson` per input name, streaming features (bounded memory)."""
@@ -275,6 +314,23 @@ class CombineGeojson(Combiner):
                     f.write(("" if first else ",\n") + json.dumps(feature))
                     first = False
             f.write("\n]}\n")
+
+
+def _window_request(window: Window) -> BaseGeometry | None:
+    """The WGS84 geometry of the request feature a window was made for (None if unknown).
+
+    Read from its partition's request.geojson: the feature that intersects the window (the
+    one whose centroid is nearest the window's when several do).
+    """
+    pfile = window.dataset.parent / "partitions" / window.group / "request.geojson"
+    if not pfile.exists():
+        return None
+    box = shapely.geometry.box(*window.wgs84_bounds())
+    shapes = [shapely.geometry.shape(f["geometry"]) for f in read_json(pfile).get("features", [])]
+    hits = [s for s in shapes if s.intersects(box)]
+    if not hits:
+        return None
+    return min(hits, key=lambda s: s.centroid.distance(box.centroid))
 
 
 def _geojson_signature(path: Path) -> str | None:
