@@ -29,6 +29,7 @@ from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.datatypes import (
 )
 from torch import Tensor, nn
 
+from helios.checkpoint import UnsafeCheckpointError
 from helios.data.modalities import get_modality
 from helios.data.normalize import NormMethod
 from helios.data.sample import MaskedBatch, MaskValue
@@ -270,6 +271,12 @@ def test_bad_state_dicts_fail_naming_the_key(edit: str, match: str) -> None:
         state["blocks.1.mlp.fc1.weight"] = torch.zeros(256, 128)
     with pytest.raises(ValueError, match=match):
         convert_olmoearth(state, discard_projection=edit != "head")
+
+
+def test_weights_files_load_weights_only(tmp_path: Path) -> None:
+    torch.save({"state_dict": nano_state(), "hook": logging.Logger}, tmp_path / "unsafe.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match="unsafe.ckpt: not a safe checkpoint"):
+        convert_olmoearth(tmp_path / "unsafe.ckpt", discard_projection=True)
 
 
 def test_a_wrong_size_is_refused() -> None:

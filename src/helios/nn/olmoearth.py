@@ -44,6 +44,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from helios.checkpoint import load_checkpoint
 from helios.data.modalities import MODALITIES, get_modality
 from helios.data.normalize import Normalizer, NormMethod
 from helios.data.stats import NormStats
@@ -122,9 +123,7 @@ class _Reader:
 
 def _load_weights(path: Path) -> dict[str, Tensor]:
     """A state dict from a weights file or a (Lightning) checkpoint's `state_dict`."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such OlmoEarth weights file")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload: Any = load_checkpoint(path)  # torch.load(..., weights_only=True)
     if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]
     if not isinstance(payload, Mapping) or not all(isinstance(v, Tensor) for v in payload.values()):
