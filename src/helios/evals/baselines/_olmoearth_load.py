@@ -271,6 +271,12 @@ def load_weights_folder(
     return LoadedOlmoEarth(net.eval(), encoder_config, got_size, got_version, inputs, where)
 
 
+def folder_encoder_config(path: str | Path) -> dict[str, Any]:
+    """The encoder config of a local bundle or checkpoint folder (its config.json)."""
+    root = resolve(path)
+    return _encoder_config(_read_json(root / CONFIG_JSON), root)
+
+
 def encoder_state(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
     """The `encoder.*` entries of a LatentMIM state dict, prefix removed, legacy keys dropped.
 
@@ -292,6 +298,56 @@ def encoder_state(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
         more = f" (+{len(stray) - 5} more)" if len(stray) > 5 else ""
         raise ValueError(f"{source}: keys outside an OlmoEarth model: {stray[:5]}{more}")
     return {k: v for k, v in enc.items() if k not in LEGACY_KEYS}
+
+
+def infer_preset(state: dict[str, Tensor], source: str) -> dict[str, Any]:
+    """The published architecture an encoder state dict (no prefix) has, as a config dict.
+
+    For weights that travel without their config (an rslearn fine-tune's checkpoint): width
+    and depth give the size, RoPE and pixel projections the version, the channel embeddings
+    the modalities and the kernels the maximum patch size. The caller loads the state strictly,
+    so anything else that differs is named then.
+
+    Raises:
+        ValueError: no published size has this width and depth, or a v1.3 encoder (its
+            pooler is not described by the weights alone).
+
+    """
+    width = state.get("norm.weight")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    size = next(
+        (
+            n.removesuffix("_shallow_decoder")
+            for n, c in presets.MODEL_SIZE_CONFIGS.items()
+            if width is not None
+            and (c["encoder_embedding_size"], c["encoder_depth"]) == (int(width.shape[0]), depth)
+        ),
+        None,
+    )
+    if size is None:
+        raise ValueError(
+            f"{source}: no OlmoEarth size has these weights' width "
+            f"({None if width is None else int(width.shape[0])}) and depth ({depth})"
+        )
+    if any(k.startswith("attention_pooler.") for k in state):
+        raise ValueError(f"{source}: an OlmoEarth v1.3 encoder needs its bundle's config.json")
+    pixel = [v for k, v in state.items() if k.endswith(".pixel_proj.0.weight")]
+    if any(k.endswith("attn.rope_mixed_freqs") for k in state):
+        version: PresetVersion = "v1.2"
+    else:
+        version = "v1.1" if pixel else "v1"
+    channel = "composite_encodings.per_modality_channel_embeddings."
+    found = [k.removeprefix(channel) for k in state if k.startswith(channel)]
+    order = list(presets.DEFAULT_MODALITIES)
+    modalities = sorted(found, key=lambda m: order.index(m) if m in order else len(order))
+    kernel = next(
+        v
+        for k, v in state.items()
+        if k.startswith("patch_embeddings.") and k.endswith(".proj.weight")
+    )
+    # v1: a [D, C, P, P] kernel; v1.1+: [D, hidden * P * P] after a per-pixel projection
+    patch = round((kernel.shape[1] / pixel[0].shape[0]) ** 0.5) if pixel else kernel.shape[-1]
+    return preset_config(cast(OlmoEarthSize, size), version, modalities, int(patch))
 
 
 def check_width(

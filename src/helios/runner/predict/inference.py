@@ -2,7 +2,11 @@
 
 The model is `checkpoint.ckpt` read by `RunnerModel.load_for_inference` (its normalization,
 patch size and modalities travel in the checkpoint), with `model.yaml`'s `init_args`
-overriding hyperparameters. Windows are cut into square crops of `crop_size` pixels (a
+overriding hyperparameters; a model.yaml naming rslearn's Lightning module is an rslearn
+fine-tune instead, run natively by `helios.runner.predict.rslearn_model.RslearnModel` on
+the inputs its model.yaml names (same crops, blending and outputs).
+
+Windows are cut into square crops of `crop_size` pixels (a
 multiple of the patch size) that overlap by `overlap` pixels (`helios.runner.predict.crops`); each
 crop is normalized and tokenized like every labelled sample (`helios.data.batching.LabeledCollate`)
 and batched through Lightning's predict loop. `WindowWriter`, a prediction-writer
@@ -61,8 +65,15 @@ from helios.runner.predict.crops import (
 from helios.runner.predict.model import RunnerModel
 from helios.runner.predict.outputs import write_window_geojson, write_window_output
 from helios.runner.predict.results import InferenceResultsConfig
+from helios.runner.predict.rslearn_model import (
+    RslearnCropDataModule,
+    RslearnModel,
+    is_rslearn_model_yaml,
+)
 
 logger = logging.getLogger(__name__)
+PredictModel = RunnerModel | RslearnModel
+"""What inference runs: a Helios model, or an rslearn fine-tune read from its model.yaml."""
 MARKER = ".inference.json"
 CROP_TOKENS = 32
 """Largest default crop side in patches (32: 128 px at patch size 4, 256 px at 8). Crops
@@ -114,7 +125,7 @@ class InferenceResult:
 def output_plan(
     dataset_config: DatasetConfig,
     results: InferenceResultsConfig | None,
-    model: RunnerModel,
+    model: PredictModel,
     probabilities: bool = False,
 ) -> OutputPlan:
     """Output name, kind, class names and colours for a project's configs and its model."""
@@ -269,9 +280,14 @@ def is_predicted(window: Window, fingerprint: str) -> bool:
     )
 
 
-def load_model(checkpoint: Path, model_yaml: Path | None = None) -> RunnerModel:
-    """A project's model: checkpoint.ckpt, with model.yaml's init_args (if present)."""
+def load_model(checkpoint: Path, model_yaml: Path | None = None) -> PredictModel:
+    """A project's model: checkpoint.ckpt, with model.yaml's init_args (if present).
+
+    A model.yaml naming rslearn's Lightning module makes it an rslearn fine-tune.
+    """
     has_yaml = model_yaml is not None and model_yaml.exists()
+    if model_yaml is not None and has_yaml and is_rslearn_model_yaml(model_yaml):
+        return RslearnModel.load(model_yaml, checkpoint)
     return RunnerModel.load_for_inference(checkpoint, model_yaml if has_yaml else None)
 
 
@@ -292,7 +308,7 @@ def run_inference(
     num_workers: int = 0,
     precision: str = "32-true",
     progress: bool = True,
-    model: RunnerModel | None = None,
+    model: PredictModel | None = None,
 ) -> InferenceResult:
     """Predict every built window of a partition that has no current outputs.
 
@@ -341,7 +357,13 @@ def run_inference(
         writer = WindowWriter(plans, outputs, fingerprint, over)
         with _quiet_lightning():
             trainer = _trainer(device, devices, precision, writer, progress, scratch)
-        dm = CropDataModule(plans, dataset_config, model, crop, batch_size, num_workers)
+        dm: L.LightningDataModule
+        if isinstance(model, RslearnModel):  # reads the layers its model.yaml names
+            dm = RslearnCropDataModule(
+                plans, dataset_config, model.config, crop, batch_size, num_workers
+            )
+        else:
+            dm = CropDataModule(plans, dataset_config, model, crop, batch_size, num_workers)
         with _quiet_lightning():
             trainer.predict(model, datamodule=dm, return_predictions=False)
         result.predicted = sum(is_predicted(w, fingerprint) for w in todo)
@@ -393,7 +415,7 @@ def _round_up(value: int, multiple: int) -> int:
     return max(multiple, math.ceil(value / multiple) * multiple)
 
 
-def _check_modalities(dataset_config: DatasetConfig, model: RunnerModel) -> None:
+def _check_modalities(dataset_config: DatasetConfig, model: PredictModel) -> None:
     layers = {la.spec.name for la in dataset_config.input_layers()}
     if not layers & set(model.modalities):
         raise ValueError(
