@@ -146,22 +146,29 @@ class HttpOptions:
     """Delay before the first retry (STAC searches double it at each retry)."""
     requester_pays: bool = False
     """S3 reads are billed to the caller (AWS_REQUEST_PAYER=requester; needs credentials)."""
+    cache_mb: int = 256
+    """GDAL's process-wide cache of downloaded ranges (its default, 16 MB, is smaller than the
+    blocks neighbouring windows share, so they would be downloaded again)."""
 
     def gdal_options(self, path: str) -> dict[str, Any]:
-        """GDAL config options for reading `path`."""
+        """GDAL config options for reading `path` (one set in the environment is kept)."""
         opts: dict[str, Any] = {
             "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
             "GDAL_HTTP_MAX_RETRY": self.retries,
             "GDAL_HTTP_RETRY_DELAY": self.backoff_s,
             "GDAL_HTTP_TIMEOUT": max(1, math.ceil(self.timeout_s)),
             "GDAL_HTTP_CONNECTTIMEOUT": max(1, math.ceil(self.timeout_s)),
+            "CPL_VSIL_CURL_CACHE_SIZE": self.cache_mb * 2**20,
+            # serial ranges go through that cache; parallel ones (GDAL's default) re-download
+            # blocks a previous window already fetched
+            "GDAL_HTTP_MULTIRANGE": "SERIAL",
         }
         suffix = PurePosixPath(urlsplit(strip_vsi(path)).path).suffix
         if suffix:  # only the file itself: no .aux.xml/.msk/.ovr probes
             opts["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = suffix
         if self.requester_pays:
             opts["AWS_REQUEST_PAYER"] = "requester"
-        return opts
+        return {k: v for k, v in opts.items() if k not in os.environ}  # the environment wins
 
 
 def http_get(url: str, options: HttpOptions, what: str) -> bytes:
