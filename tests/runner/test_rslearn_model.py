@@ -14,6 +14,10 @@ The fixture (tests/fixtures/rslearn_olmoearth_nano) is a real rslearn checkpoint
    Computer layers pointed at local scenes), whose class rasters are rslearn's argmax; the
    windows it built are then read back and give rslearn's probabilities;
 4. every real upstream model.yaml: supported ones build, the others name their class.
+
+The end of the file checks OlmoEarth weights as the encoder of a Helios `RunnerModel`
+(`encoder_format: olmoearth`): self-describing weights_only checkpoints, and
+`helios run finetune` starting from them.
 """
 
 from __future__ import annotations
@@ -425,3 +429,88 @@ def test_checkpoints_load_strictly(tmp_path) -> None:
     torch.save({"state_dict": {"encoder.norm.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="not an rslearn OlmoEarth fine-tune checkpoint"):
         RslearnModel.load(yml, tmp_path / "other.ckpt", {"PATCH_SIZE": "4"})
+
+
+# -- OlmoEarth weights as the encoder of a Helios RunnerModel --------------------------------
+
+
+def olmoearth_bundle(root: Path, version: str = "v1", seed: int = 0) -> Path:
+    """An encoder-only OlmoEarth bundle (config.json + weights.pth) of random nano weights."""
+    from helios.evals.baselines._olmoearth_load import random_encoder
+
+    loaded = random_encoder("nano", version, seed)  # type: ignore[arg-type]
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(
+        json.dumps({"model": {"encoder_config": loaded.encoder_config}})
+    )
+    torch.save(
+        {f"encoder.{k}": v for k, v in loaded.net.state_dict().items()}, root / "weights.pth"
+    )
+    return root
+
+
+def s2_batch(size: int = 16) -> Any:
+    from helios.data.sample import MaskedBatch
+
+    gen = torch.Generator().manual_seed(0)
+    return MaskedBatch(
+        data={"sentinel2_l2a": torch.rand(2, size, size, 1, 12, generator=gen)},
+        masks=[{"sentinel2_l2a": torch.zeros(2, size // 4, size // 4, 1, 3, dtype=torch.int8)}],
+        timestamps=torch.tensor([[[15, 8, 2024]], [[15, 8, 2024]]]),
+        latlon=torch.zeros(2, 2),
+        patch_size=4,
+    )
+
+
+def test_olmoearth_weights_as_a_runner_encoder(tmp_path) -> None:
+    from helios.evals.baselines.olmoearth import OlmoEarthEncoder
+    from helios.runner.predict.model import RunnerModel, read_model_yaml
+
+    bundle = olmoearth_bundle(tmp_path / "OlmoEarth-nano", "v1.2")
+    weights = bundle / "weights.pth"
+    model = RunnerModel(
+        str(weights), "classification", 3, encoder_format="olmoearth", olmoearth_size="nano"
+    )
+    assert model.modalities == ["sentinel2_l2a", "sentinel1", "landsat"] and model.patch_size == 4
+    ours, theirs = model.normalizer, OlmoEarthEncoder.random().normalizer
+    assert np.array_equal(ours.bounds("sentinel2_l2a"), theirs.bounds("sentinel2_l2a"))
+    assert model.eval()(s2_batch()).shape == (2, 3)
+    with pytest.raises(ValueError, match="not tiny"):
+        RunnerModel(str(bundle), encoder_format="olmoearth", olmoearth_size="tiny")
+    ckpt = RunnerModel.save_untrained(tmp_path / "emb.ckpt", weights, encoder_format="olmoearth")
+    payload = torch.load(ckpt, weights_only=True)  # self-describing, plain values only
+    assert payload["helios_encoder"]["family"] == "olmoearth"
+    again = RunnerModel.load_for_inference(ckpt)
+    assert again.kind == "embedding" and again.modalities == model.modalities
+    want = OlmoEarthEncoder.from_pretrained(bundle)(s2_batch()).pool(spatial=True)
+    got = again(s2_batch()).permute(0, 2, 3, 1)
+    assert torch.allclose(got, want, atol=1e-6)
+    yml = tmp_path / "model.yaml"
+    args = {
+        "encoder_path": str(weights),
+        "encoder_format": "olmoearth",
+        "olmoearth_version": "v1.2",
+    }
+    yml.write_text(yaml.safe_dump({"model": {"init_args": args}}))
+    assert read_model_yaml(yml) == args
+
+
+def test_helios_run_finetune_starts_from_olmoearth_weights(tmp_path) -> None:
+    from helios.runner.finetune_runner import FineTuneRunner
+    from helios.runner.predict.model import RunnerModel
+    from tests.runner.test_finetune import QUIET, finetune_project
+
+    bundle = olmoearth_bundle(tmp_path / "OlmoEarth-nano")
+    root = finetune_project(tmp_path / "project", bundle / "weights.pth")
+    config = yaml.safe_load((root / "model.yaml").read_text())
+    config["model"]["init_args"].update(encoder_format="olmoearth", olmoearth_size="nano")
+    config["trainer"]["max_epochs"] = 1
+    (root / "model.yaml").write_text(yaml.safe_dump(config))
+    result = FineTuneRunner(root, tmp_path / "scratch").run(**QUIET)["train"]
+    assert result.epochs == 1 and (root / "checkpoint.ckpt").exists()
+    model = RunnerModel.load_for_inference(root / "checkpoint.ckpt")
+    assert model.kind == "segmentation" and model.olmoearth is not None
+    assert model.olmoearth["version"] == "v1" and model.modalities[0] == "sentinel2_l2a"
+    start = torch.load(bundle / "weights.pth", weights_only=True)
+    tuned = model.encoder.state_dict()
+    assert any(not torch.equal(tuned[f"net.{k[8:]}"], v) for k, v in start.items())  # trained

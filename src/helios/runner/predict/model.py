@@ -7,8 +7,16 @@ A project's `model.yaml` names it in LightningCLI form and `checkpoint.ckpt` hol
       init_args: {encoder_path: runs/latent_mim_demo/encoder.pt, task: segmentation,
                   num_classes: 3}
 
-`encoder_path` is needed only to start training (fine-tuning): the encoder's size, modalities,
-patch size and normalization are written into every checkpoint (`helios_encoder`), so
+`encoder_path` is needed only to start training (fine-tuning). It is an exported Helios encoder,
+or, with `encoder_format: olmoearth`, published or trained OlmoEarth weights (a release bundle's
+folder or its `weights.pth`, an olmo-core checkpoint folder, or a hub id found in the local
+Hugging Face cache; `olmoearth_size` / `olmoearth_version` are checked against them)::
+
+    init_args: {encoder_path: models/OlmoEarth-v1-Nano/weights.pth, encoder_format: olmoearth,
+                olmoearth_size: nano, task: classification, num_classes: 6}
+
+The encoder's architecture, modalities, patch size and normalization (OlmoEarth: its own
+published statistics) are written into every checkpoint (`helios_encoder`), so
 `RunnerModel.load_for_inference(checkpoint)` rebuilds the model from the checkpoint alone,
 with `torch.load(weights_only=True)` and a strict state dict. Hyperparameters are plain
 values only, for the same reason.
@@ -34,11 +42,15 @@ from torch import Tensor
 from helios.data.normalize import Normalizer
 from helios.data.sample import MaskedBatch, MaskValue
 from helios.evals.api import TaskSpec
+from helios.evals.baselines.olmoearth import OlmoEarthEncoder, OlmoEarthSize, OlmoEarthVersion
 from helios.evals.protocols import FineTune, LinearHead
 from helios.nn.api import Encoder, PoolMode, TokensAndMasks
 from helios.nn.export import EncoderConfig, load_encoder
 
 RunnerTask = Literal["segmentation", "classification", "embedding"]
+EncoderFormat = Literal["helios", "olmoearth"]
+OLMOEARTH = "olmoearth"
+"""`helios_encoder["family"]` of checkpoints whose encoder is OlmoEarth (absent: Helios's)."""
 CHECKPOINT_KEY = "helios_encoder"
 """Checkpoint entry holding the encoder's config, modalities, patch size and normalization."""
 MODEL_CLASS_PATHS = (
@@ -84,12 +96,16 @@ class RunnerModel(FineTune):
         unfrozen_lr_scale: float = 0.1,
         pooling: Literal["mean", "max"] = "mean",
         ignore_index: int = 255,
+        encoder_format: EncoderFormat = "helios",
+        olmoearth_size: OlmoEarthSize | None = None,
+        olmoearth_version: OlmoEarthVersion | None = None,
     ) -> None:
         """Create the model.
 
         Args:
-            encoder_path: An exported encoder (`encoder.pt`, `helios.nn.export`); its
-                normalizer and patch size are adopted. Leave out when loading a checkpoint.
+            encoder_path: An exported encoder (`encoder.pt`, `helios.nn.export`), or OlmoEarth
+                weights with `encoder_format: olmoearth`; its normalizer and patch size are
+                adopted. Leave out when loading a checkpoint.
             task: "segmentation" (per pixel), "classification" (per window or crop) or
                 "embedding" (per-patch embeddings; no head, not trainable).
             num_classes: Number of classes K; class k is class value k of the results.
@@ -100,6 +116,11 @@ class RunnerModel(FineTune):
             unfrozen_lr_scale: Encoder learning rate as a fraction of `lr` once unfrozen.
             pooling: How tokens of one patch (timesteps, band sets) are pooled.
             ignore_index: Segmentation label value that is neither trained on nor scored.
+            encoder_format: What `encoder_path` is: "helios" (an exported Helios encoder) or
+                "olmoearth" (OlmoEarth weights, run by olmoearth-pretrain-minimal; patch size
+                4 unless set).
+            olmoearth_size: OlmoEarth only: the size the weights must be (nano ... large).
+            olmoearth_version: OlmoEarth only: the version they must be (v1 ... v1.3).
 
         """
         if class_names is not None and len(class_names) != num_classes:
@@ -120,9 +141,14 @@ class RunnerModel(FineTune):
         self.kind: RunnerTask = task
         self.normalizer = Normalizer()
         self.encoder_config = EncoderConfig()
+        self.olmoearth: dict[str, Any] | None = None
+        """The OlmoEarth encoder's description (`OlmoEarthEncoder.describe`), else None."""
         self.modalities: list[str] = []
         self.patch_size = int(patch_size or 0)
-        if encoder_path is not None:
+        if encoder_path is not None and encoder_format == OLMOEARTH:
+            oe = OlmoEarthEncoder.from_pretrained(encoder_path, olmoearth_size, olmoearth_version)
+            self._build_olmoearth(oe, int(patch_size or oe.default_patch_size), oe.normalizer)
+        elif encoder_path is not None:
             exported = load_encoder(encoder_path)
             self._build(
                 exported.config,
@@ -148,12 +174,26 @@ class RunnerModel(FineTune):
     ) -> None:
         if not 1 <= patch_size <= config.max_patch_size:
             raise ValueError(f"patch_size {patch_size} outside 1..{config.max_patch_size}")
-        # exported encoders load in eval mode; modules start in train mode, as usual
-        self.encoder = (encoder if encoder is not None else config.build(modalities)).train()
         self.encoder_config = config
+        self.olmoearth = None
+        self._adopt(encoder if encoder is not None else config.build(modalities), patch_size)
         self.modalities = list(modalities)
-        self.patch_size = patch_size
         self.normalizer = normalizer
+
+    def _build_olmoearth(
+        self, encoder: OlmoEarthEncoder, patch_size: int, normalizer: Normalizer
+    ) -> None:
+        if not 1 <= patch_size <= encoder.max_patch_size:
+            raise ValueError(f"patch_size {patch_size} outside 1..{encoder.max_patch_size}")
+        self.olmoearth = encoder.describe()
+        self._adopt(encoder, patch_size)
+        self.modalities = list(encoder.modalities)
+        self.normalizer = normalizer
+
+    def _adopt(self, encoder: Encoder, patch_size: int) -> None:
+        # loaded encoders are in eval mode; modules start in train mode, as usual
+        self.encoder = encoder.train()
+        self.patch_size = patch_size
         if self.kind == "embedding":
             self.head = None  # type: ignore[assignment]
         else:
@@ -163,6 +203,14 @@ class RunnerModel(FineTune):
         """The `helios_encoder` checkpoint entry (plain values only)."""
         if not self.is_built:
             raise RuntimeError("RunnerModel has no encoder to describe")
+        if self.olmoearth is not None:
+            return {
+                "family": OLMOEARTH,
+                "olmoearth": self.olmoearth,
+                "modalities": list(self.modalities),
+                "patch_size": int(self.patch_size),
+                "normalization": self.normalizer.to_dict(),
+            }
         return {
             "config": asdict(self.encoder_config),
             "modalities": list(self.modalities),
@@ -171,6 +219,11 @@ class RunnerModel(FineTune):
         }
 
     def _build_from_metadata(self, meta: dict[str, Any]) -> None:
+        if meta.get("family") == OLMOEARTH:
+            encoder = OlmoEarthEncoder.from_description(meta["olmoearth"])
+            normalizer = Normalizer.from_dict(meta["normalization"])
+            self._build_olmoearth(encoder, int(meta["patch_size"]), normalizer)
+            return
         self._build(
             EncoderConfig(**meta["config"]),
             list(meta["modalities"]),
@@ -231,10 +284,12 @@ class RunnerModel(FineTune):
         class_names: list[str] | None = None,
         patch_size: int | None = None,
         pooling: Literal["mean", "max"] = "mean",
+        encoder_format: EncoderFormat = "helios",
     ) -> Path:
         """Write a Lightning-format checkpoint of an untrained model (e.g. for `embedding`).
 
         The file loads with `load_for_inference` and with `RunnerModel.load_from_checkpoint`.
+        `encoder_format: olmoearth` makes OlmoEarth embeddings from its published weights.
         """
         model = cls(
             encoder_path=str(encoder_path),
@@ -243,6 +298,7 @@ class RunnerModel(FineTune):
             class_names=class_names,
             patch_size=patch_size,
             pooling=pooling,
+            encoder_format=encoder_format,
         )
         ckpt: dict[str, Any] = {
             "epoch": 0,
