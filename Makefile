@@ -49,6 +49,13 @@ demo-finetune: $(STAMP)
 	$(BIN)/python examples/cloud_finetune/evaluate.py --project $(CLOUD)/project \
 		--scratch $(CLOUD)/predict --json $(CLOUD)/scores.json
 
+# Imagery from a STAC API over HTTP, offline: a STAC API and a COG range server on 127.0.0.1
+# stand in for Planetary Computer; dataset.json names rslearn's planetary_computer.Sentinel2
+# (examples/stac_demo/run.py; docs/runner.md, "Data sources").
+.PHONY: demo-stac
+demo-stac: $(STAMP)
+	$(BIN)/python examples/stac_demo/run.py --out $(DEMO)/stac_demo
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
