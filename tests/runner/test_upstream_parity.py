@@ -33,6 +33,15 @@ from helios.runner.partition import partition
 from helios.runner.project.olmoearth_run import parse_partitioners, read_run_yaml
 
 GOLDEN = Path(__file__).parent / "golden"
+_SCRATCH: list[Path] = []
+"""Where the partition runs write: pytest's temporary directory of this module."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _SCRATCH.append(tmp_path_factory.mktemp("parity"))
+
+
 Key = tuple[str, float, float, tuple[int, ...], tuple[str, ...] | None]
 
 
@@ -85,8 +94,6 @@ class Partitioned:
 @cache
 def helios_partition(case: str) -> Partitioned:
     """Helios's partition step on the case's config and request (in a temporary scratch)."""
-    import tempfile
-
     rec = golden("partition", case)
     problems: list[str] = []
     raw = read_run_yaml(GOLDEN / rec["config"], problems)
@@ -95,7 +102,7 @@ def helios_partition(case: str) -> Partitioned:
     problems += more
     if problems or request_partitioner is None or window_partitioner is None:
         return Partitioned([], [], problems)
-    scratch = Path(tempfile.mkdtemp(prefix=f"parity_{case}_"))
+    scratch = _SCRATCH[-1] / case
     ids = partition(requests, request_partitioner, window_partitioner, scratch)
     return Partitioned(ids, [w for pid in ids for w in list_windows(scratch, pid)], [])
 
