@@ -102,3 +102,20 @@ def test_unreadable_files_are_one_line_errors_naming_the_file(tmp_path: Path) ->
             assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         load_checkpoint(tensor)
+
+
+def test_the_cli_refuses_a_malicious_encoder_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`helios eval run` with kind helios: one `helios: error:` line, the payload never ran."""
+    from helios.cli import main
+
+    marker = tmp_path / "pwned"
+    evil = write_malicious_checkpoint(tmp_path / "encoder.pt", marker)
+    argv = ["eval", "run", "--model.kind", "helios", "--model.path", str(evil)]
+    argv += ["--task.name", "demo-cloud-tiles", "--task.root", str(tmp_path / "none")]
+    assert main([*argv, "--protocol", "knn", "--no-progress"]) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("helios: error: ")
+    assert "not a safe checkpoint" in err[0] or "holds pickled code" in err[0]
