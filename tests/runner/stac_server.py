@@ -114,7 +114,8 @@ class StacServer:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.stac = self  # type: ignore[attr-defined]
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -239,114 +240,118 @@ class StacServer:
         }
 
 
-def _handler(server: StacServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    """Routes requests to the `StacServer` the HTTP server carries (`server.stac`)."""
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def app(self) -> StacServer:
+        """The test server whose routes this handler answers."""
+        return self.server.stac  # type: ignore[attr-defined,no-any-return]
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _entry(self, body: Any = None) -> Logged:
+        entry = Logged(self.command, self.path, dict(self.headers.items()), body)
+        with self.app._lock:
+            self.app.log.append(entry)
+        return entry
+
+    def _send(
+        self,
+        entry: Logged,
+        status: int,
+        data: bytes,
+        headers: dict[str, str],
+        length: int | None = None,
+    ) -> None:
+        entry.status = status
+        try:
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data) if length is None else length))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+                entry.sent = len(data)
+        except (BrokenPipeError, ConnectionResetError):
             pass
 
-        def _entry(self, body: Any = None) -> Logged:
-            entry = Logged(self.command, self.path, dict(self.headers.items()), body)
-            with server._lock:
-                server.log.append(entry)
-            return entry
+    def _json(self, entry: Logged, obj: Any, status: int = 200) -> None:
+        data = json.dumps(obj).encode()
+        self._send(entry, status, data, {"Content-Type": "application/geo+json"})
 
-        def _send(
-            self,
-            entry: Logged,
-            status: int,
-            data: bytes,
-            headers: dict[str, str],
-            length: int | None = None,
-        ) -> None:
-            entry.status = status
-            try:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data) if length is None else length))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                    entry.sent = len(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+    def _fault(self, entry: Logged) -> bool:
+        fault = self.app.take_fault(self.command, urlsplit(self.path).path)
+        if fault is None:
+            return False
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.status is None:
+            return False
+        self._json(entry, {"code": fault.status, "description": "injected fault"}, fault.status)
+        return True
 
-        def _json(self, entry: Logged, obj: Any, status: int = 200) -> None:
-            data = json.dumps(obj).encode()
-            self._send(entry, status, data, {"Content-Type": "application/geo+json"})
+    def _file(self, entry: Logged, path: Path) -> None:
+        if not path.is_file():
+            self._send(entry, 404, b"not found", {"Content-Type": "text/plain"})
+            return
+        size = path.stat().st_size
+        rng = self.headers.get("Range")
+        base = {"Accept-Ranges": "bytes", "Content-Type": "image/tiff"}
+        if not rng:
+            data = path.read_bytes() if self.command != "HEAD" else b""
+            self._send(entry, 200, data, base, length=size)
+            return
+        spec = rng.split("=", 1)[1].split(",")[0].strip()
+        a, _, b = spec.partition("-")
+        start = size - int(b) if a == "" else int(a)
+        end = min(size - 1, int(b)) if a != "" and b else size - 1
+        if start >= size:
+            self._send(entry, 416, b"", {**base, "Content-Range": f"bytes */{size}"})
+            return
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read(end - start + 1)
+        self._send(entry, 206, data, {**base, "Content-Range": f"bytes {start}-{end}/{size}"})
 
-        def _fault(self, entry: Logged) -> bool:
-            fault = server.take_fault(self.command, urlsplit(self.path).path)
-            if fault is None:
-                return False
-            if fault.delay:
-                time.sleep(fault.delay)
-            if fault.status is None:
-                return False
-            self._json(entry, {"code": fault.status, "description": "injected fault"}, fault.status)
-            return True
+    def _route_get(self, entry: Logged) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path
+        if path in ("/stac", "/stac/"):
+            self._json(entry, self.app.landing())
+        elif path == "/stac/search":
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            self._json(entry, self.app.search(query))
+        elif path.startswith("/files/"):
+            self._file(entry, self.app.root / path[len("/files/") :])
+        elif path.startswith("/storage/v1/b/"):
+            bucket = path.split("/")[4]
+            self._json(entry, self.app.listing(bucket, parse_qs(parts.query)))
+        elif path.split("/")[1] in self.app.buckets:
+            bucket, _, name = path[1:].partition("/")
+            self._file(entry, self.app.buckets[bucket] / name)
+        else:
+            self._send(entry, 404, b"no route", {"Content-Type": "text/plain"})
 
-        def _file(self, entry: Logged, path: Path) -> None:
-            if not path.is_file():
-                self._send(entry, 404, b"not found", {"Content-Type": "text/plain"})
-                return
-            size = path.stat().st_size
-            rng = self.headers.get("Range")
-            base = {"Accept-Ranges": "bytes", "Content-Type": "image/tiff"}
-            if not rng:
-                data = path.read_bytes() if self.command != "HEAD" else b""
-                self._send(entry, 200, data, base, length=size)
-                return
-            spec = rng.split("=", 1)[1].split(",")[0].strip()
-            a, _, b = spec.partition("-")
-            start = size - int(b) if a == "" else int(a)
-            end = min(size - 1, int(b)) if a != "" and b else size - 1
-            if start >= size:
-                self._send(entry, 416, b"", {**base, "Content-Range": f"bytes */{size}"})
-                return
-            with path.open("rb") as f:
-                f.seek(start)
-                data = f.read(end - start + 1)
-            self._send(entry, 206, data, {**base, "Content-Range": f"bytes {start}-{end}/{size}"})
+    def do_GET(self) -> None:  # noqa: N802
+        entry = self._entry()
+        if not self._fault(entry):
+            self._route_get(entry)
 
-        def _route_get(self, entry: Logged) -> None:
-            parts = urlsplit(self.path)
-            path = parts.path
-            if path in ("/stac", "/stac/"):
-                self._json(entry, server.landing())
-            elif path == "/stac/search":
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                self._json(entry, server.search(query))
-            elif path.startswith("/files/"):
-                self._file(entry, server.root / path[len("/files/") :])
-            elif path.startswith("/storage/v1/b/"):
-                bucket = path.split("/")[4]
-                self._json(entry, server.listing(bucket, parse_qs(parts.query)))
-            elif path.split("/")[1] in server.buckets:
-                bucket, _, name = path[1:].partition("/")
-                self._file(entry, server.buckets[bucket] / name)
-            else:
-                self._send(entry, 404, b"no route", {"Content-Type": "text/plain"})
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
 
-        def do_GET(self) -> None:  # noqa: N802
-            entry = self._entry()
-            if not self._fault(entry):
-                self._route_get(entry)
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self.do_GET()
-
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            entry = self._entry(body)
-            if self._fault(entry):
-                return
-            if urlsplit(self.path).path == "/stac/search":
-                self._json(entry, server.search(body))
-            else:
-                self._send(entry, 404, b"no route", {"Content-Type": "text/plain"})
-
-    return Handler
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        entry = self._entry(body)
+        if self._fault(entry):
+            return
+        if urlsplit(self.path).path == "/stac/search":
+            self._json(entry, self.app.search(body))
+        else:
+            self._send(entry, 404, b"no route", {"Content-Type": "text/plain"})
