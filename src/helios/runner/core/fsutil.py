@@ -37,6 +37,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+class UnsafePathError(ValueError):
+    """A path built from input names that would leave the folder it must stay in."""
+
+
+def contained(root: Path, path: Path) -> Path:
+    """`path`, checked to lie inside `root` (lexically, after `..` and `.` are resolved).
+
+    Every file the runner writes under a folder named by inputs goes through this, so a name
+    like `../../x` in a config can never write outside the scratch folder.
+
+    Raises:
+        UnsafePathError: naming both paths.
+
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([base, target]) != base:
+        raise UnsafePathError(f"{path} is outside {root}: refusing to write there")
+    return Path(target)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write `data` as indented JSON, atomically; unchanged content leaves the file untouched."""
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"

@@ -29,7 +29,7 @@ from typing import Any
 
 from affine import Affine
 
-from helios.runner.core.fsutil import read_json, write_json
+from helios.runner.core.fsutil import contained, read_json, write_json
 from helios.runner.core.geometry import (
     Projection,
     WindowSpec,
@@ -97,7 +97,8 @@ def dataset_root(scratch: Path) -> Path:
 
 def window_dir(dataset: Path, group: str, name: str) -> Path:
     """`<dataset>/windows/<group>/<name>`, both names checked."""
-    return Path(dataset) / "windows" / check_name(group, "group") / check_name(name, "window")
+    path = Path(dataset) / "windows" / check_name(group, "group") / check_name(name, "window")
+    return contained(Path(dataset), path)
 
 
 def layer_dir_name(layer: str, group_index: int = 0) -> str:
@@ -178,7 +179,12 @@ class Window:
 
     def layer_dir(self, layer: str, group_index: int = 0) -> Path:
         """`layers/<layer>[.<n>]`."""
-        return self.layers_dir / layer_dir_name(check_name(layer, "layer"), group_index)
+        path = self.layers_dir / layer_dir_name(check_name(layer, "layer"), group_index)
+        return contained(self.path, path)
+
+    def output_path(self, name: str, suffix: str) -> Path:
+        """`outputs/<name><suffix>` (the name checked: it comes from dataset.json)."""
+        return contained(self.path, self.outputs_dir / f"{check_name(name, 'output')}{suffix}")
 
     def output_paths(self) -> list[Path]:
         """Existing output files (.tif and .geojson), sorted."""

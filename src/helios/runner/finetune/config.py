@@ -114,7 +114,7 @@ def parse_window_prep(raw: Any) -> tuple[WindowPrep | None, list[str]]:
         if not isinstance(value, str) or not value.strip():
             problems.append(f"{WHERE}.{key}: expected a non-empty string, got {value!r}")
             continue
-        if key in ("label_layer", "group_name") and not SAFE_NAME.match(value):
+        if key in ("label_layer", "group_name", "label_property") and not SAFE_NAME.match(value):
             problems.append(
                 f"{WHERE}.{key}: {value!r} becomes a file name; use letters, digits, '_', "
                 "'-' and '.'"
