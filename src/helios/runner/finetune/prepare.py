@@ -227,6 +227,7 @@ def write_labeled_windows(
     if missing:
         raise WindowPrepError(missing)
     assert prep.labeled_window_preparer is not None and prep.data_splitter is not None
+    prep.data_splitter.reset()  # a second run in one process draws the same splits
     label_property = resolve_label_property(prep, annotations)
     root = labeled_root(scratch)
     group = prep.group_name

@@ -26,6 +26,7 @@ import shapely
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
+from helios.runner.core.categories import qml_path
 from helios.runner.core.fsutil import atomic_path, clean_tmp_files, read_json, write_json
 from helios.runner.core.windows import Window
 from helios.runner.postprocess.mosaic import (
@@ -34,6 +35,7 @@ from helios.runner.postprocess.mosaic import (
     mosaic,
     output_signature,
     raster_info,
+    weights_path,
 )
 
 STAGES = ("process_window", "process_partition", "process_dataset")
@@ -108,6 +110,11 @@ class LinearValueTransform:
         return data * self.scale + self.offset
 
 
+@dataclass(frozen=True)
+class ValueTransform(LinearValueTransform):
+    """Upstream's name of `LinearValueTransform` (`...combine_geotiff.ValueTransform`)."""
+
+
 class Combiner(Postprocessor):
     """A postprocessor that merges its inputs the same way at the partition and dataset stage."""
 
@@ -133,8 +140,10 @@ class CombineGeotiff(Combiner):
 
     Overlapping windows blend with feathered weights (see helios.runner.postprocess.mosaic),
     so no seams show; class maps take the class of the most central window. Each result gets a
-    `.weights.tif` sidecar (for the next stage) and a `.png` quicklook. Non-GeoTIFF inputs
-    pass through.
+    `.png` quicklook (with its legend or colour bar, scale bar and CRS) and, for class maps,
+    `<stem>.tif.aux.xml` (GDAL category names and attribute table) and `<stem>.qml` (a QGIS
+    style); its summed blending weights, which only the next stage reads, go to
+    `<output_dir>/../blending/<stem>.weights.tif`. Non-GeoTIFF inputs pass through.
     """
 
     def __init__(
@@ -223,8 +232,10 @@ class CombineGeotiff(Combiner):
             wp for i in hit if (wp := i.weights_path()) is not None and wp.exists()
         ]
         signature = output_signature(paths, (self, bounds))
-        done = existing_signature(out) == signature
-        if done and (not self.quicklook or out.with_suffix(".png").exists()):
+        sidecars = [weights_path(out)]
+        sidecars += [out.with_suffix(".png")] if self.quicklook else []
+        sidecars += [qml_path(out)] if hit[0].kind == "classification" else []
+        if existing_signature(out) == signature and all(p.exists() for p in sidecars):
             return out
         vt = self.value_transform
         return mosaic(

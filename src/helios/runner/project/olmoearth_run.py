@@ -23,6 +23,7 @@ from helios.runner.postprocess.postprocessors import (
     STAGES,
     LinearValueTransform,
     Postprocessor,
+    ValueTransform,
     Postprocessors,
     supports,
 )
@@ -39,7 +40,11 @@ TOP_LEVEL_KEYS = (
 PARTITION_ROLES = ("partition_request_geometry", "prepare_window_geometries")
 PARTITION_BUILTINS: tuple[type, ...] = (*BUILTIN_PARTITIONERS, Projection)
 """Classes partitioner configs may name by upstream path or bare name."""
-POSTPROCESS_BUILTINS: tuple[type, ...] = (*BUILTIN_POSTPROCESSORS, LinearValueTransform)
+POSTPROCESS_BUILTINS: tuple[type, ...] = (
+    *BUILTIN_POSTPROCESSORS,
+    LinearValueTransform,
+    ValueTransform,
+)
 """Classes postprocessor configs may name by upstream path or bare name."""
 
 
