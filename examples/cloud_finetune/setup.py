@@ -226,7 +226,8 @@ def run_config() -> dict[str, Any]:
                     "property_name": "cloud",
                     "band_index": 1,
                     "allowed_values": [
-                        {"value": CLEAR, "label": "clear", "color": [40, 110, 60]},
+                        # clear is slate grey, not green: it means "no cloud", not vegetation
+                        {"value": CLEAR, "label": "clear", "color": [70, 80, 90]},
                         {"value": CLOUD, "label": "cloud", "color": [245, 245, 245]},
                     ],
                 }

@@ -122,7 +122,9 @@ def test_results_are_valid_cogs_with_overviews_and_quicklooks(tmp_path):
     png = result.with_suffix(".png")
     with rasterio.open(png) as q:
         assert q.driver == "PNG" and q.count == 4 and max(q.width, q.height) <= 1024
-    assert result.with_name(result.stem + ".weights.tif").exists()
+    # the blending weights are an intermediate: in the scratch folder, not among the results
+    assert (tmp_path / "blending" / f"{result.stem}.weights.tif").exists()
+    assert not list((tmp_path / "results").glob("*.weights.tif"))
 
 
 def test_partition_then_dataset_equals_one_mosaic(tmp_path):

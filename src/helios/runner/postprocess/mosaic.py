@@ -1,19 +1,25 @@
 """Seam-free raster mosaics, written block by block into Cloud-Optimized GeoTIFFs.
 
 Each input raster (a window output, or a partition mosaic) gets a weight per pixel: its
-`.weights.tif` sidecar when it has one (mosaics carry the summed weights of the windows they
-hold), else `taper_weights`, which falls linearly towards the raster's edges (separable:
+`.weights.tif` when it has one (mosaics carry the summed weights of the windows they hold; the
+file lives in the `blending/` folder beside the results folder, never among the results), else
+`taper_weights`, which falls linearly towards the raster's edges (separable:
 a row ramp times a column ramp). Continuous
 outputs blend as sum(w * value) / sum(w); class maps take, at each pixel, the class of the
 input with the largest weight (the window whose centre is nearest). Because every weight is
 positive, a constant field stays constant and a ramp stays a ramp: blending only mixes
 values where windows overlap. Memory is bounded by the block size, never by the area.
+
+Beside each result go its quicklook (`<stem>.png`, helios.runner.postprocess.quicklook) and,
+for class maps, the sidecars that make GDAL and QGIS show classes by name
+(`<stem>.tif.aux.xml`, `<stem>.qml`: helios.runner.core.categories).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,20 +31,17 @@ import rasterio
 import rasterio.errors
 import rasterio.shutil
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RioWindow
 
+from helios.runner.core.categories import write_class_styles
 from helios.runner.core.fsutil import atomic_path, text_hash
-from helios.runner.core.rasters import (
-    TAG_CLASSES,
-    TAG_KIND,
-    TAG_NAME,
-    _taper_part,
-    default_colormap,
-)
+from helios.runner.core.rasters import TAG_CLASSES, TAG_KIND, TAG_NAME, _taper_part
+from helios.runner.postprocess.quicklook import write_quicklook
 
 TAG_WEIGHTS = "HELIOS_WEIGHTS"
 TAG_SIGNATURE = "HELIOS_INPUTS"
+BLENDING_DIR = "blending"
+"""Where a results folder's blending weights go: `<results folder>/../blending/`."""
 BLOCK = 1024
 """Pixels per side of the blocks mosaics are computed in (a multiple of the 512 COG tile)."""
 
@@ -69,6 +72,8 @@ class RasterInfo:
     tags: dict[str, str]
     descriptions: tuple[str | None, ...]
     colormap: dict[int, tuple[int, ...]] | None
+    units: tuple[str, ...] = ()
+    """GDAL unit type of each band ("" when none)."""
 
     @property
     def name(self) -> str:
@@ -87,9 +92,9 @@ class RasterInfo:
         return float(self.transform.a)
 
     def weights_path(self) -> Path | None:
-        """Sidecar weights, if the raster has them."""
+        """The raster's blending weights, if it has them (a path relative to its folder)."""
         name = self.tags.get(TAG_WEIGHTS)
-        return self.path.with_name(name) if name else None
+        return Path(os.path.normpath(self.path.parent / name)) if name else None
 
 
 def raster_info(path: Path) -> RasterInfo:
@@ -111,6 +116,7 @@ def raster_info(path: Path) -> RasterInfo:
             tags=src.tags(),
             descriptions=tuple(src.descriptions),
             colormap=cmap,
+            units=tuple(u or "" for u in src.units),
         )
 
 
@@ -193,7 +199,8 @@ def mosaic(
 
     Args:
         inputs: Rasters to merge (same CRS, pixel size, band count and kind).
-        out_path: The COG to write; `<stem>.weights.tif` and `<stem>.png` go beside it.
+        out_path: The COG to write; `<stem>.png` (and, for class maps, `<stem>.tif.aux.xml`
+            and `<stem>.qml`) go beside it, `<stem>.weights.tif` into `weights_path(out_path)`.
         bounds: Output (col0, row0, col1, row1) in pixels of the inputs' grid (origin 0, 0);
             default: the union of the inputs.
         blend_pixels: Taper width for inputs without weight sidecars.
@@ -226,13 +233,14 @@ def mosaic(
         "BIGTIFF": "IF_SAFER",
         "SPARSE_OK": True,  # blocks no input touches are never written: nodata, no bytes
     }
-    weights_path = out_path.with_name(f"{out_path.stem}.weights.tif")
+    weights = weights_path(out_path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     staging = out_path.with_name(f".{out_path.stem}.staging.tif")
     with (
         rasterio.open(
             staging, "w", **profile, count=first.count, dtype=dtype, nodata=nodata
         ) as dst,
-        atomic_path(weights_path) as wtmp,
+        atomic_path(weights) as wtmp,
         rasterio.open(wtmp, "w", **profile, count=1, dtype="float32", nodata=0) as wdst,
     ):
         if first.colormap and np.dtype(dtype).kind == "u":  # before any pixel is written
@@ -245,12 +253,24 @@ def mosaic(
                     win = RioWindow(c, r, merged[0].shape[-1], merged[0].shape[-2])
                     dst.write(merged[0], window=win)
                     wdst.write(merged[1], window=win)
-        _copy_metadata(first, dst, signature, weights_path.name)
+        _copy_metadata(first, dst, signature, os.path.relpath(weights, out_path.parent))
         wdst.update_tags(**{TAG_SIGNATURE: signature})
     _to_cog(staging, out_path, tile, classify)
+    if classify:
+        names = {int(k): v for k, v in json.loads(first.tags.get(TAG_CLASSES, "{}")).items()}
+        write_class_styles(out_path, names, first.colormap or {}, nodata)
     if quicklook:
         write_quicklook(out_path, out_path.with_suffix(".png"))
     return out_path
+
+
+def weights_path(result: Path) -> Path:
+    """Where a result's blending weights go: `<results>/../blending/<stem>.weights.tif`.
+
+    They are an intermediate of the next stage (partition mosaics are merged by their summed
+    weights), so they stay in the scratch folder, out of the results folder people copy.
+    """
+    return result.parent.parent / BLENDING_DIR / f"{result.stem}.weights.tif"
 
 
 class _BlockMerger:
@@ -362,6 +382,8 @@ def _copy_metadata(first: RasterInfo, dst: Any, signature: str, weights_name: st
     for i, desc in enumerate(first.descriptions):
         if desc:
             dst.set_band_description(i + 1, desc)
+    if any(first.units):
+        dst.units = first.units
 
 
 def output_signature(paths: list[Path], config: object) -> str:
@@ -380,54 +402,3 @@ def existing_signature(path: Path) -> str | None:
             return src.tags().get(TAG_SIGNATURE)
     except rasterio.errors.RasterioIOError:
         return None
-
-
-def write_quicklook(cog: Path, png: Path, max_size: int = 1024) -> Path:
-    """An RGBA PNG preview of a result, read from its overviews (bounded memory)."""
-    with rasterio.open(cog) as src:
-        scale = max(1.0, max(src.width, src.height) / max_size)
-        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        tags = src.tags()
-        # probabilities need every band (argmax); other kinds show band 1 only
-        bands = list(range(1, src.count + 1)) if tags.get(TAG_KIND) == "probabilities" else [1]
-        data = src.read(bands, out_shape=(len(bands), *shape)).astype(np.float32)
-        nodata = src.nodata
-        try:
-            cmap = src.colormap(1)
-        except ValueError:
-            cmap = None
-        integer = np.dtype(src.dtypes[0]).kind in "iu"
-    valid = _valid(data, nodata)
-    kind = tags.get(TAG_KIND, "classification" if integer else "regression")
-    if kind == "probabilities" and data.shape[0] > 1:
-        classes = np.argmax(np.nan_to_num(data, nan=-np.inf), axis=0)
-        kind, cmap = "classification", None
-    else:
-        classes = np.nan_to_num(data[0]).astype(np.int64)
-    rgba = np.zeros((4, *shape), dtype=np.uint8)
-    if kind == "classification":
-        names = json.loads(tags.get(TAG_CLASSES, "{}"))
-        cmap = cmap or default_colormap(sorted({int(k) for k in names} or set(np.unique(classes))))
-        for value, color in cmap.items():
-            sel = (classes == value) & valid
-            for ch in range(min(4, len(color))):
-                rgba[ch][sel] = color[ch]
-    else:
-        from matplotlib import colormaps
-
-        band = data[0]
-        lo, hi = np.percentile(band[valid], [2, 98]) if valid.any() else (0.0, 1.0)
-        norm = np.clip((band - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-        rgba[:] = (
-            (colormaps["viridis"](np.nan_to_num(norm)) * 255).astype(np.uint8).transpose(2, 0, 1)
-        )
-    rgba[3][~valid] = 0
-    with atomic_path(png) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(
-            tmp, "w", driver="PNG", width=shape[1], height=shape[0], count=4, dtype="uint8"
-        ) as dst:
-            dst.write(rgba)
-    aux = tmp.with_name(tmp.name + ".aux.xml")
-    aux.unlink(missing_ok=True)
-    return png

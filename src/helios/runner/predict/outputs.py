@@ -11,6 +11,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
+from helios.runner.core.categories import write_class_styles
 from helios.runner.core.fsutil import atomic_path, write_json
 from helios.runner.core.geometry import reproject_geometry
 from helios.runner.core.rasters import TAG_CLASSES, TAG_KIND, TAG_NAME, class_map, default_colormap
@@ -30,8 +31,12 @@ def write_window_output(
     colormap: Mapping[int, Sequence[int]] | None = None,
     band_names: Sequence[str] | None = None,
     bounds: tuple[float, float, float, float] | None = None,
+    units: str | None = None,
 ) -> Path:
     """Write `outputs/<name>.tif` on the window's footprint, atomically.
+
+    A class map also gets `<name>.tif.aux.xml` and `<name>.qml`, so GDAL and QGIS show its
+    classes by name (helios.runner.core.categories).
 
     Args:
         window: The window predicted.
@@ -46,6 +51,8 @@ def write_window_output(
         colormap: Class value -> (r, g, b[, a]); default: a fixed palette over class_names.
         band_names: Band descriptions (default: class names or the output name).
         bounds: The footprint (CRS units) `array` covers; default the window's.
+        units: Units of a continuous output's values (e.g. "m"), stored as every band's GDAL
+            unit type; quicklooks and mosaics show and keep it.
 
     """
     arr = np.asarray(array)
@@ -62,15 +69,40 @@ def write_window_output(
     else:
         arr = arr.astype(np.float32)
         nodata = float("nan") if nodata is None else nodata
-    count, height, width = arr.shape
-    x0, y0, x1, y1 = bounds if bounds is not None else window.bounds
-    transform = Affine((x1 - x0) / width, 0.0, x0, 0.0, -(y1 - y0) / height, y1)
+    count = arr.shape[0]
     if band_names is None:
         if kind == "probabilities" and len(classes) == count:
             band_names = [classes[k] for k in sorted(classes)]
         else:
             band_names = [name] if count == 1 else [f"{name}_{i}" for i in range(count)]
     path = window.outputs_dir / f"{name}.tif"
+    profile = _profile(window, arr, nodata, bounds if bounds is not None else window.bounds)
+    cmap: dict[int, tuple[int, ...]] = {}
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        if kind == "classification":  # before any pixel: the palette is fixed once writing starts
+            values = sorted(classes) or sorted(int(v) for v in np.unique(arr) if v != nodata)
+            cmap = {int(k): tuple(v) for k, v in (colormap or {}).items()}
+            cmap = cmap or dict(default_colormap(values))
+            dst.write_colormap(1, cmap)
+        dst.write(arr)
+        if units and kind != "classification":
+            dst.units = [units] * count
+        dst.update_tags(**{TAG_KIND: kind, TAG_NAME: name, "HELIOS_WINDOW": window.name})
+        if classes:
+            dst.update_tags(**{TAG_CLASSES: json.dumps({str(k): v for k, v in classes.items()})})
+        for i, desc in enumerate(band_names[:count]):
+            dst.set_band_description(i + 1, desc)
+    if kind == "classification":
+        write_class_styles(path, classes, cmap, nodata)
+    return path
+
+
+def _profile(
+    window: Window, arr: np.ndarray, nodata: float | None, bounds: tuple[float, ...]
+) -> dict[str, Any]:
+    """The GeoTIFF profile of `arr` [C, H, W] covering `bounds` in the window's CRS."""
+    count, height, width = arr.shape
+    x0, y0, x1, y1 = bounds
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": width,
@@ -78,24 +110,13 @@ def write_window_output(
         "count": count,
         "dtype": arr.dtype.name,
         "crs": window.crs,
-        "transform": transform,
+        "transform": Affine((x1 - x0) / width, 0.0, x0, 0.0, -(y1 - y0) / height, y1),
         "nodata": nodata,
         "compress": "deflate",
     }
     if width >= 256 and height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        if kind == "classification":  # before any pixel: the palette is fixed once writing starts
-            values = sorted(classes) or sorted(int(v) for v in np.unique(arr) if v != nodata)
-            cmap = {int(k): tuple(v) for k, v in (colormap or {}).items()}
-            dst.write_colormap(1, cmap or default_colormap(values))
-        dst.write(arr)
-        dst.update_tags(**{TAG_KIND: kind, TAG_NAME: name, "HELIOS_WINDOW": window.name})
-        if classes:
-            dst.update_tags(**{TAG_CLASSES: json.dumps({str(k): v for k, v in classes.items()})})
-        for i, desc in enumerate(band_names[:count]):
-            dst.set_band_description(i + 1, desc)
-    return path
+    return profile
 
 
 def write_window_geojson(
