@@ -334,3 +334,49 @@ def test_crs_from_module_callable_is_a_crs_string_never_a_call():
     ]:
         with pytest.raises(StrategyError, match=match):
             build(bad)
+
+
+def test_a_huge_request_is_refused_with_an_estimate_before_anything_is_written(tmp_path):
+    """lon +-170, lat +-80 with the nandi config: refused at once, nothing on disk."""
+    import time
+
+    from helios.runner.partition.step import RequestTooLarge, estimate_windows, partition
+
+    ring = [[[-170, -80], [170, -80], [170, 80], [-170, 80], [-170, -80]]]
+    req = RequestFeature.from_geojson(
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": ring},
+            "properties": {"oe_start_time": "2024-01-01", "oe_end_time": "2024-02-01"},
+        }
+    )
+    parts = GridPartitioner(grid_size=10.0).partition_request_geometry([req])
+    windows = GridPartitioner(grid_size=64, use_utm=True)
+    start = time.monotonic()
+    with pytest.raises(RequestTooLarge, match=r"partitions and about [\d,]+ windows"):
+        partition([req], GridPartitioner(grid_size=10.0), windows, tmp_path / "s")
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "s").exists()  # nothing written
+    assert estimate_windows(parts, windows) > 10**8  # ~1.3e8 km2 of 0.41 km2 windows
+
+
+def test_window_estimates_are_close_for_a_small_request(tmp_path):
+    """The grid estimate (area over cell area plus the outline) is near the real count."""
+    from helios.runner.partition.step import estimate_windows, partition
+
+    ring = [[[35.0, 0.1], [35.03, 0.1], [35.03, 0.13], [35.0, 0.13], [35.0, 0.1]]]
+    req = RequestFeature.from_geojson(
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": ring},
+            "properties": {"oe_start_time": "2024-01-01", "oe_end_time": "2024-02-01"},
+        }
+    )
+    parts = GridPartitioner(grid_size=0.25).partition_request_geometry([req])
+    windows = GridPartitioner(grid_size=64, use_utm=True)
+    estimate = estimate_windows(parts, windows)
+    ids = partition([req], GridPartitioner(grid_size=0.25), windows, tmp_path / "s")
+    from helios.runner.core.windows import list_windows
+
+    made = sum(len(list_windows(tmp_path / "s", pid)) for pid in ids)
+    assert made <= estimate <= 2 * made + 4

@@ -78,6 +78,7 @@ def add_run_commands(groups: Any) -> Any:
 
     p = sub.add_parser("partition", help="split requests into partitions and windows")
     add_project_arguments(p)
+    add_max_windows(p)
     p.set_defaults(func=_cmd_partition)
 
     p = sub.add_parser("build", help="materialize every window's input layers")
@@ -135,11 +136,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_max_windows(p: argparse.ArgumentParser) -> None:
+    """`--max-windows N`: refuse requests estimated to make more windows (0: no limit)."""
+    from helios.runner.partition.step import DEFAULT_MAX_WINDOWS
+
+    p.add_argument(
+        "--max-windows",
+        type=int,
+        default=DEFAULT_MAX_WINDOWS,
+        help=f"refuse requests estimated to make more windows (default {DEFAULT_MAX_WINDOWS:,};"
+        " 0: no limit)",
+    )
+
+
 def _runner(args: argparse.Namespace, check_imagery: bool = True) -> Any:
     from helios.runner.predict_runner import PredictRunner
 
     runner = PredictRunner(
-        args.project, args.scratch, progress=not getattr(args, "no_progress", False)
+        args.project,
+        args.scratch,
+        progress=not getattr(args, "no_progress", False),
+        max_windows=getattr(args, "max_windows", None) or None,
     )
     runner.check_imagery = check_imagery
     return runner
@@ -297,6 +314,7 @@ def add_predict_command(sub: Any) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="inference DataLoader workers")
     p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed on GPUs")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_max_windows(p)
     p.set_defaults(func=_cmd_predict)
 
 
@@ -321,6 +339,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         workers=args.workers,
         min_success_rate=args.min_success_rate,
         progress=not args.no_progress,
+        max_windows=args.max_windows or None,
     )
     try:
         report = runner.run(args.steps, args.partition_ids, jobs=args.jobs)

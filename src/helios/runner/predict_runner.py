@@ -24,7 +24,7 @@ from typing import Literal
 
 from helios.runner.core.windows import list_partitions
 from helios.runner.materialize.builder import BuildResult, build_dataset
-from helios.runner.partition.step import partition
+from helios.runner.partition.step import DEFAULT_MAX_WINDOWS, partition
 from helios.runner.postprocess.postprocessors import Postprocessors
 from helios.runner.postprocess.steps import combine, postprocess_partition
 from helios.runner.predict.inference import InferenceResult, run_inference
@@ -98,6 +98,7 @@ class PredictRunner:
         workers: int = 1,
         min_success_rate: float = 0.9,
         progress: bool = True,
+        max_windows: int | None = DEFAULT_MAX_WINDOWS,
     ) -> None:
         """Create the runner.
 
@@ -108,9 +109,12 @@ class PredictRunner:
             workers: Processes materializing windows (build).
             min_success_rate: Build fails below this fraction of windows built.
             progress: Show progress bars.
+            max_windows: Partitioning refuses requests estimated to make more windows
+                (None: no limit).
 
         """
         self.project_path = Path(project_path)
+        self.max_windows = max_windows
         self.scratch = Path(scratch_path) if scratch_path else self.project_path / "scratch"
         self.options = inference or InferenceOptions()
         self.workers = workers
@@ -136,7 +140,14 @@ class PredictRunner:
         p = self.project
         p.require("partition")
         assert p.partitioner is not None and p.window_preparer is not None  # required above
-        return partition(p.requests, p.partitioner, p.window_preparer, self.scratch)
+        return partition(
+            p.requests,
+            p.partitioner,
+            p.window_preparer,
+            self.scratch,
+            max_windows=self.max_windows,
+            progress=self.progress,
+        )
 
     def build_dataset(self, partition_ids: Sequence[str] | None = None) -> BuildResult:
         """Materialize the windows' inputs."""

@@ -71,6 +71,13 @@ class Partitioner:
     supports_request_partitioning: ClassVar[bool] = True
     """False where `partition_request_geometry` is not implemented (checked at load time)."""
 
+    def estimate_windows(self, partition: Partition) -> int | None:
+        """About how many windows `prepare_window_geometries` makes, without making them.
+
+        None: unknown (the partition step then makes a few partitions' windows and scales).
+        """
+        return None
+
     def partition_request_geometry(self, requests: list[RequestFeature]) -> list[Partition]:
         """Split the request features into partitions."""
         raise NotImplementedError(
@@ -97,6 +104,12 @@ class _Projecting(Partitioner):
     def projection_for(self, feature: RequestFeature) -> Projection:
         """The projection of windows made from `feature` (UTM zone of its centroid)."""
         return window_projection(feature.geometry, self.output_projection, self.use_utm)
+
+    def estimate_windows(self, partition: Partition) -> int | None:
+        """One window per feature (partitioners that tile override this)."""
+        limit = getattr(self, "limit", None)
+        n = len(partition.features)
+        return min(n, limit) if limit else n
 
     def _window(
         self, feature: RequestFeature, proj: Projection, bounds: tuple[int, int, int, int]
@@ -336,6 +349,19 @@ class GridPartitioner(_Projecting):
                 f"got {self.grid_size:g} and {self.overlap_size:g}"
             ]
         return []
+
+    def estimate_windows(self, partition: Partition) -> int:
+        """Cells over the part of each feature's request in the partition (nothing is made).
+
+        Area over cell area, plus one row of cells along the outline.
+        """
+        total = 0
+        for f in partition.features:
+            proj = self.projection_for(f)
+            region = to_pixels(f.geometry.intersection(f.area_of_interest), proj)
+            g = self.grid_size
+            total += math.ceil(region.area / g**2 + region.length / g) + 1
+        return total
 
     def prepare_window_geometries(self, partition: Partition) -> list[WindowSpec]:
         """One window per pixel-grid cell holding part of each feature's request."""

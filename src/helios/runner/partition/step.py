@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import shapely
+from tqdm import tqdm
 
 from helios.runner.core.fsutil import read_json, write_json
 from helios.runner.core.geometry import (
@@ -33,6 +34,31 @@ from helios.runner.core.windows import (
 from helios.runner.partition.partitioners import Partition, Partitioner
 
 logger = logging.getLogger(__name__)
+DEFAULT_MAX_WINDOWS = 200_000
+"""`partition` refuses requests estimated to make more windows (`max_windows`)."""
+SAMPLED_PARTITIONS = 5
+"""Partitions whose windows are made to estimate the rest, for partitioners with no estimate."""
+
+
+class RequestTooLarge(ValueError):
+    """A request that would make more windows than allowed; says how many."""
+
+
+def estimate_windows(parts: Sequence[Partition], window_preparer: Partitioner) -> int:
+    """About how many windows `partition` would make from `parts` (nothing is written)."""
+    total, unknown = 0, []
+    for part in parts:
+        n = window_preparer.estimate_windows(part)
+        if n is None:
+            unknown.append(part)
+        else:
+            total += n
+    if unknown:
+        step = max(1, len(unknown) // SAMPLED_PARTITIONS)
+        sample = unknown[::step][:SAMPLED_PARTITIONS]
+        made = [len(_in_request(window_preparer.prepare_window_geometries(p), p)) for p in sample]
+        total += round(sum(made) / len(sample) * len(unknown))
+    return total
 
 
 def _in_request(specs: list[WindowSpec], part: Partition) -> list[WindowSpec]:
@@ -53,6 +79,8 @@ def partition(
     partitioner: Partitioner,
     window_preparer: Partitioner,
     scratch: Path,
+    max_windows: int | None = DEFAULT_MAX_WINDOWS,
+    progress: bool = False,
 ) -> list[str]:
     """Split the requests into partitions (`scratch/partitions/`) and windows (`scratch/dataset`).
 
@@ -65,16 +93,31 @@ def partition(
     made by two partitions (e.g. on a shared edge) is kept only in the first. A partition is
     complete once its partition.json exists; complete partitions are not recomputed.
 
+    Before anything is written, the windows are estimated (`estimate_windows`); a request over
+    `max_windows` (None: no limit) is refused with the estimate.
+
     Returns:
         The partition ids, in order (also written to `scratch/partitions/index.json`).
+
+    Raises:
+        RequestTooLarge: the estimate exceeds `max_windows`.
 
     """
     scratch = Path(scratch)
     parts = partitioner.partition_request_geometry(list(requests))
+    if max_windows is not None:
+        estimate = estimate_windows(parts, window_preparer)
+        if estimate > max_windows:
+            raise RequestTooLarge(
+                f"the request makes {len(parts)} partitions and about {estimate:,} windows, "
+                f"more than the limit of {max_windows:,}: split the request, use larger "
+                "windows, or raise the limit (--max-windows)"
+            )
     ids: list[str] = []
     seen: set[str] = set()
     made = 0
-    for part in parts:
+    bar = tqdm(parts, desc="partition", unit="partition", disable=not progress or len(parts) < 20)
+    for part in bar:
         pid = part.id
         if pid in ids:
             continue

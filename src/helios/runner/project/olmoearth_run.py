@@ -23,8 +23,8 @@ from helios.runner.postprocess.postprocessors import (
     STAGES,
     LinearValueTransform,
     Postprocessor,
-    ValueTransform,
     Postprocessors,
+    ValueTransform,
     supports,
 )
 from helios.runner.predict.results import InferenceResultsConfig
