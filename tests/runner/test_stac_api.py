@@ -321,3 +321,21 @@ def test_requester_pays_sources_need_aws_credentials(monkeypatch, tmp_path):
     ):
         with pytest.raises(CredentialsError, match="requester-pays.*AWS_ACCESS_KEY_ID"):
             src.items(window(), RANGE, context(tmp_path, ("vv",)))
+
+
+def test_copdem_items_are_timeless_and_searched_without_datetime(server, tmp_path, cogs):
+    url = server.file_url("s2/B02.tif")
+    item = pc_sentinel2_item(
+        "Copernicus_DSM_COG_10_N37_00_W076_00",
+        "2021-04-22T00:00:00Z",
+        {"B02": url},
+        footprint(cogs["B02"]),
+    )
+    item["collection"] = "cop-dem-glo-30"
+    item["assets"] = {"data": {"href": url, "roles": ["data"]}}
+    server.items = [item]
+    src = planetary_computer.CopDemGlo30(endpoint=server.stac_url)
+    (got,) = src.items(window(), RANGE, context(tmp_path, ("dem",)))
+    assert got.time_range is None and "datetime" not in server.requests("POST")[0].body
+    assert server.requests("POST")[0].body["collections"] == ["cop-dem-glo-30"]
+    np.testing.assert_array_equal(src.read(got, "dem", grid(), "nearest", 0), direct(cogs["B02"]))

@@ -279,6 +279,10 @@ class CopDemGlo30(StacApi):
     def __init__(
         self,
         band_name: str = "DEM",
+        query: dict[str, Any] | None = None,
+        sort_by: str | None = None,
+        sort_ascending: bool = True,
+        skip_items_missing_assets: bool = True,
         timeout: timedelta | float = timedelta(seconds=10),
         cache_dir: str | None = None,
         endpoint: str | None = None,
@@ -290,6 +294,10 @@ class CopDemGlo30(StacApi):
 
         Args:
             band_name: The band's name when the layer names none.
+            query: STAC query filter.
+            sort_by: Item property ranking items.
+            sort_ascending: Rank by ascending `sort_by`.
+            skip_items_missing_assets: Skip items without a `data` asset.
             timeout: Seconds (or a timedelta) one request may take.
             cache_dir: Search cache folder, relative to the scratch's dataset folder.
             endpoint: STAC API root (default as `Sentinel2`).
@@ -301,6 +309,10 @@ class CopDemGlo30(StacApi):
         super().__init__(
             endpoint=endpoint_url(endpoint),
             collection_name=self.COLLECTION,
+            query=query,
+            sort_by=sort_by,
+            sort_ascending=sort_ascending,
+            skip_items_missing_assets=skip_items_missing_assets,
             timeless=True,
             limit=limit,
             timeout=timeout,
