@@ -10,6 +10,7 @@ from helios.nn.losses import (
     PixelHead,
     info_nce_loss,
     mae_loss,
+    modality_patch_discrimination_loss,
     patch_discrimination_loss,
     patchify,
     select_tokens,
@@ -18,6 +19,7 @@ from tests.nn.conftest import ALL_MODALITIES, data_shape
 
 
 def naive_patch_disc(pred, target, index, tau, reduction="sample"):  # noqa: ANN001, ANN201
+    """Plain cross-entropy within each sample (no 2 tau factor)."""
     p, t = F.normalize(pred, dim=-1), F.normalize(target, dim=-1)
     logits = (p @ t.T / tau).masked_fill(index[:, None] != index[None, :], float("-inf"))
     ce = F.cross_entropy(logits, torch.arange(len(p)), reduction="none")
@@ -32,13 +34,11 @@ def test_patch_disc_matches_naive_reference() -> None:
     for reduction in ("sample", "token"):
         ref = naive_patch_disc(pred, target, index, 0.2, reduction)
         got = patch_discrimination_loss(pred, target, index, 0.2, reduction=reduction)
-        torch.testing.assert_close(got, ref)
+        torch.testing.assert_close(got, 0.4 * ref)  # x 2 tau by default, as the reference
         chunked = patch_discrimination_loss(
-            pred, target, index, 0.2, reduction=reduction, max_chunk_logits=1
+            pred, target, index, 0.2, reduction=reduction, max_chunk_logits=1, scale_by_tau=False
         )
         torch.testing.assert_close(chunked, ref)
-    scaled = patch_discrimination_loss(pred, target, index, 0.2, scale_by_tau=True)
-    torch.testing.assert_close(scaled, 0.4 * naive_patch_disc(pred, target, index, 0.2))
 
 
 def test_patch_disc_gradients_match_reference() -> None:
@@ -48,14 +48,16 @@ def test_patch_disc_gradients_match_reference() -> None:
     patch_discrimination_loss(pred, target, index).backward()
     g = pred.grad.clone()
     pred.grad = None
-    naive_patch_disc(pred, target, index, 0.1).backward()
+    (0.2 * naive_patch_disc(pred, target, index, 0.1)).backward()
     torch.testing.assert_close(g, pred.grad)
 
 
 def test_patch_disc_random_is_log_n_and_perfect_is_zero() -> None:
     n = 64
     index = torch.arange(4).repeat_interleave(n)
-    loss = patch_discrimination_loss(torch.randn(4 * n, 256), torch.randn(4 * n, 256), index)
+    loss = patch_discrimination_loss(
+        torch.randn(4 * n, 256), torch.randn(4 * n, 256), index, scale_by_tau=False
+    )
     assert abs(loss.item() - math.log(n)) < 0.1 * math.log(n)
     same = torch.randn(4 * n, 64)
     assert patch_discrimination_loss(same, same, index, tau=0.01).item() < 1e-3
@@ -99,7 +101,28 @@ def test_info_nce() -> None:
     rnd = info_nce_loss(torch.randn(64, 512), torch.randn(64, 512))
     assert abs(rnd.item() - math.log(64)) < 0.15 * math.log(64)
     z1, z2 = torch.randn(8, 32), torch.randn(8, 32)
-    torch.testing.assert_close(info_nce_loss(z1, z2), info_nce_loss(z2, z1))
+    sym = info_nce_loss(z1, z2, symmetric=True)
+    torch.testing.assert_close(sym, info_nce_loss(z2, z1, symmetric=True))
+    torch.testing.assert_close(sym, 0.5 * (info_nce_loss(z1, z2) + info_nce_loss(z2, z1)))
+
+
+def test_modality_patch_disc_sums_modalities_and_skips_empty_ones() -> None:
+    shape = (2, 2, 2, 3, 1)
+    pred = {m: torch.randn(*shape, 8) for m in ("a", "b", "c")}
+    target = {m: torch.randn(*shape, 8) for m in ("a", "b", "c")}
+    masks = {m: torch.randint(0, 4, shape, dtype=torch.int8) for m in ("a", "b")}
+    masks["c"] = torch.zeros(shape, dtype=torch.int8)  # no DECODER token
+    total = modality_patch_discrimination_loss(pred, target, masks)
+    parts = []
+    for m in ("a", "b"):
+        rows, index = select_tokens({m: pred[m]}, {m: masks[m]})
+        tgt, _ = select_tokens({m: target[m]}, {m: masks[m]})
+        parts.append(patch_discrimination_loss(rows, tgt, index))
+    torch.testing.assert_close(total, parts[0] + parts[1])
+    weighted = modality_patch_discrimination_loss(pred, target, masks, modality_weights={"a": 2.0})
+    torch.testing.assert_close(weighted, 2 * parts[0] + parts[1])
+    none = {m: torch.zeros(shape, dtype=torch.int8) for m in pred}
+    assert modality_patch_discrimination_loss(pred, target, none).item() == 0.0
 
 
 def test_mae_loss_skips_missing() -> None:

@@ -1,13 +1,21 @@
 """Pretraining losses (always computed in float32, autocast off) and the MAE pixel head.
 
-- `patch_discrimination_loss`: Galileo/olmoearth PatchDisc. Each decoded token must pick out
-  its own target among the targets of the same sample (other samples are masked out, Galileo's
-  ``loss_mask_other_samples``). Reduction as olmoearth's ``PatchDiscriminationLoss``: mean over
-  the tokens of each sample, then mean over the samples that have tokens. olmoearth/Galileo
-  also multiply by ``2 tau`` (``scale_by_tau=True`` here); the default leaves plain
-  cross-entropy, ~log(n) for random inputs. Memory is O(sum n_i^2): samples are padded to the
-  largest count and processed in chunks of bounded size, never as an N x N matrix.
-- `info_nce_loss`: symmetric InfoNCE between two pooled views.
+Each loss equals its counterpart in OlmoEarth's reference implementation (`olmoearth-pretrain`
+0.1.2, `train/loss.py`) to float32 rounding on identical tensors, by default; the options that
+depart from it are named as such (tests/train/test_loss_fidelity.py checks both against golden
+values, docs/training.md lists the differences).
+
+- `patch_discrimination_loss`: PatchDisc (upstream ``PatchDiscriminationLoss``). Each decoded
+  token must pick out its own target among the targets of the same sample (other samples are
+  masked out, Galileo's ``loss_mask_other_samples``): mean over the tokens of each sample, then
+  over the samples that have tokens, times ``2 tau`` as upstream (``scale_by_tau=False`` leaves
+  plain cross-entropy, ~log(n) for random inputs). Memory is O(sum n_i^2): samples are padded
+  to the largest count and processed in chunks of bounded size, never as an N x N matrix.
+- `modality_patch_discrimination_loss`: PatchDisc per modality (negatives only from the same
+  modality of the same sample), summed over modalities (upstream
+  ``ModalityPatchDiscriminationLoss``, the OlmoEarth v1 recipe's loss).
+- `info_nce_loss`: InfoNCE between two pooled views, one direction (a -> b) as upstream's
+  ``InfoNCELoss``, or symmetric.
 - `mae_loss`, `patchify`, `PixelHead`: the pixel-reconstruction (MAE) alternative.
 """
 
@@ -49,7 +57,7 @@ def patch_discrimination_loss(
     sample_index: Tensor,
     tau: float = 0.1,
     reduction: Literal["sample", "token"] = "sample",
-    scale_by_tau: bool = False,
+    scale_by_tau: bool = True,
     max_chunk_logits: int = 2**26,
 ) -> Tensor:
     """Contrastive loss between predicted and target tokens within each sample.
@@ -61,7 +69,8 @@ def patch_discrimination_loss(
         tau: softmax temperature.
         reduction: ``"sample"``: mean over each sample's tokens, then over samples
             (olmoearth); ``"token"``: mean over all tokens.
-        scale_by_tau: multiply by ``2 tau`` as olmoearth/Galileo do.
+        scale_by_tau: multiply by ``2 tau`` as olmoearth/Galileo do (False: plain
+            cross-entropy, 1 / (2 tau) times the reference value).
         max_chunk_logits: bound on the logits held at once (chunks of samples).
 
     Returns:
@@ -99,14 +108,62 @@ def patch_discrimination_loss(
         return loss * (2 * tau) if scale_by_tau else loss
 
 
-def info_nce_loss(z1: Tensor, z2: Tensor, tau: float = 0.1) -> Tensor:
-    """Symmetric InfoNCE between pooled views [B, D]: sample i of z1 matches sample i of z2."""
+def modality_patch_discrimination_loss(
+    decoded: dict[str, Tensor],
+    targets: dict[str, Tensor],
+    masks: dict[str, Tensor],
+    tau: float = 0.1,
+    scale_by_tau: bool = True,
+    modality_weights: dict[str, float] | None = None,
+) -> Tensor:
+    """`patch_discrimination_loss` of each modality's DECODER tokens, summed over modalities.
+
+    Args:
+        decoded: predictions [B, h, w, T, S, D] per modality.
+        targets: their targets, same shapes.
+        masks: int [B, h, w, T, S] `MaskValue`s per modality (the DECODER tokens are scored).
+        tau: softmax temperature.
+        scale_by_tau: multiply by ``2 tau`` as the reference does.
+        modality_weights: optional weight per modality (1 for those it does not name).
+
+    Returns:
+        A float32 scalar; a modality without DECODER tokens adds nothing (0 with a zero
+        gradient when no modality has any).
+
+    """
+    total: Tensor | None = None
+    for name, pred in decoded.items():
+        hit = masks[name] == int(MaskValue.DECODER)
+        if not bool(hit.any()):
+            continue
+        owner = hit.nonzero()[:, 0]
+        loss = patch_discrimination_loss(
+            pred[hit], targets[name][hit], owner, tau, scale_by_tau=scale_by_tau
+        )
+        if modality_weights is not None:
+            loss = loss * modality_weights.get(name, 1.0)
+        total = loss if total is None else total + loss
+    if total is None:
+        first = next(iter(decoded.values()))
+        return first.float().sum() * 0.0
+    return total
+
+
+def info_nce_loss(z1: Tensor, z2: Tensor, tau: float = 0.1, symmetric: bool = False) -> Tensor:
+    """InfoNCE between pooled views [B, D]: sample i of z1 matches sample i of z2.
+
+    One direction (z1 -> z2, cross-entropy over the rows of z1 @ z2.T) as the reference's
+    ``InfoNCELoss``; `symmetric` averages both directions (CLIP style).
+    """
     with torch.autocast(device_type=z1.device.type, enabled=False):
         a = F.normalize(z1.float(), dim=-1)
         b = F.normalize(z2.float(), dim=-1)
         logits = a @ b.T / tau
         labels = torch.arange(a.shape[0], device=a.device)
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        forward = F.cross_entropy(logits, labels)
+        if not symmetric:
+            return forward
+        return 0.5 * (forward + F.cross_entropy(logits.T, labels))
 
 
 def mae_loss(pred: Tensor, target: Tensor) -> Tensor:

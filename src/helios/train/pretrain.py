@@ -1,9 +1,12 @@
 """`LatentMIM`: latent masked image modelling as a LightningModule.
 
-The default objective ("lite") predicts, for every DECODER token, the output of a frozen,
-randomly initialised projection of that token's pixels, and scores predictions with the
-patch-discrimination loss. With two masked views it adds InfoNCE between their pooled
-encodings. Losses run in float32 even under bf16 autocast.
+The default objective ("lite", OlmoEarth v1's recipe) predicts, for every DECODER token, the
+output of a frozen copy of the encoder's initial patch embedding on that token's pixels, and
+scores predictions with patch discrimination per modality (summed over modalities, x 2 tau).
+With two masked views it adds InfoNCE (view a -> view b) between their pooled encodings, passed
+through a linear head. Every default equals the reference implementation's (docs/training.md,
+"Fidelity to OlmoEarth"); the options that depart from it say so. Losses run in float32 even
+under bf16 autocast.
 
 The objective and the target are parts, named in the config by a short name or the import
 path of a subclass (strings, so checkpoints keep plain values): `objective` is an `Objective`
@@ -24,7 +27,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -35,8 +38,14 @@ from helios.nn.api import TokensAndMasks
 from helios.nn.attention import class_path, part_class
 from helios.nn.encoder import FlexiEncoder
 from helios.nn.export import EncoderConfig, ExportedEncoder, load_encoder
-from helios.nn.losses import PixelHead, info_nce_loss, mae_loss, patch_discrimination_loss, patchify
-from helios.nn.patch_embed import TokenEmbedding
+from helios.nn.losses import (
+    PixelHead,
+    info_nce_loss,
+    mae_loss,
+    modality_patch_discrimination_loss,
+    patch_discrimination_loss,
+    patchify,
+)
 from helios.nn.predictor import Predictor
 
 
@@ -115,14 +124,17 @@ class Target(ABC):
 
 
 class RandomProjectionTarget(Target):
-    """A frozen, randomly initialised patch embedding of each token's pixels."""
+    """A frozen copy of the encoder's patch embedding at initialisation (random weights).
+
+    As the reference's ``FrozenTargetProjection`` (exit depth 0, EMA decay 1): online and target
+    embeddings start identical, and only the online one trains.
+    """
 
     attribute = "target_projection"
 
     def build(self, model: LatentMIM) -> nn.Module:
-        """A `TokenEmbedding` at the encoder's width, without gradients."""
-        cfg = model.encoder_config
-        projection = TokenEmbedding(model.modalities, cfg.embed_dim, cfg.max_patch_size)
+        """A deep copy of `model.encoder.token_embedding`, without gradients."""
+        projection: nn.Module = copy.deepcopy(model.encoder.token_embedding)
         return projection.requires_grad_(False)
 
     def targets(self, network: nn.Module, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
@@ -174,16 +186,32 @@ class Objective(ABC):
 
 
 class PatchDiscrimination(Objective):
-    """Patch discrimination (temperature `tau`) of the predictions against the target's."""
+    """Patch discrimination (temperature `tau`) of the predictions against the target's.
+
+    `model.negatives` chooses the negatives: ``"modality"`` (the reference's
+    ``ModalityPatchDiscriminationLoss``: same modality of the same sample, summed over
+    modalities) or ``"sample"`` (``PatchDiscriminationLoss``: every modality of the sample).
+    """
 
     def loss(
         self, model: LatentMIM, batch: MaskedBatch, view: int, decoded: dict[str, Tensor]
     ) -> tuple[Tensor, int]:
-        """Each decoded token against its own target among those of its sample."""
+        """Each decoded token against its own target among its negatives."""
         masks = batch.masks[view]
+        targets = model.targets(batch, view)
+        if model.negatives == "modality":
+            masks = {m: masks[m] for m in decoded}
+            n_dec = sum(int((masks[m] == MaskValue.DECODER).sum()) for m in decoded)
+            loss = modality_patch_discrimination_loss(
+                decoded, targets, masks, model.tau, scale_by_tau=model.scale_by_tau
+            )
+            return loss, n_dec
         pred, owner = _gather(decoded, masks, MaskValue.DECODER)
-        tgt, _ = _gather(model.targets(batch, view), masks, MaskValue.DECODER)
-        return patch_discrimination_loss(pred, tgt, owner, tau=model.tau), int(pred.shape[0])
+        tgt, _ = _gather(targets, masks, MaskValue.DECODER)
+        loss = patch_discrimination_loss(
+            pred, tgt, owner, tau=model.tau, scale_by_tau=model.scale_by_tau
+        )
+        return loss, int(pred.shape[0])
 
 
 class PixelReconstruction(Objective):
@@ -237,7 +265,11 @@ class LatentMIM(L.LightningModule):
         target: str = "random_projection",
         ema_decay: tuple[float, float] = (0.996, 1.0),
         tau: float = 0.1,
+        negatives: Literal["modality", "sample"] = "modality",
+        scale_by_tau: bool = True,
         contrastive_weight: float = 0.1,
+        contrastive_head: bool = True,
+        contrastive_symmetric: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.02,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -258,7 +290,13 @@ class LatentMIM(L.LightningModule):
                 or the import path of a `Target` subclass; unused by `mae`.
             ema_decay: (start, end) EMA decay, moved linearly over training.
             tau: temperature of the patch-discrimination and InfoNCE losses.
+            negatives: `modality` (negatives from the same modality of the sample, losses summed
+                over modalities: the reference) or `sample` (every modality of the sample).
+            scale_by_tau: multiply patch discrimination by 2 tau, as the reference does.
             contrastive_weight: weight of InfoNCE between two masked views (needs num_views=2).
+            contrastive_head: pass the pooled encodings through a trainable Linear(D, D) before
+                InfoNCE, as the reference does (used only for the loss, never exported).
+            contrastive_symmetric: average InfoNCE over both directions (reference: a -> b).
             lr: peak learning rate (AdamW).
             weight_decay: AdamW weight decay (not applied to norms, biases or embeddings).
             betas: AdamW betas.
@@ -289,6 +327,19 @@ class LatentMIM(L.LightningModule):
         cfg = self.encoder_config
         self.encoder = cfg.build(self.modalities)
         load_initial_weights(self.encoder, start)
+        self._build_heads(predictor_depth, predictor_dim, contrastive_head, contrastive_weight)
+        self.ema_decay, self.tau = ema_decay, tau
+        self.negatives, self.scale_by_tau = negatives, scale_by_tau
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_symmetric = contrastive_symmetric
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+
+    def _build_heads(
+        self, predictor_depth: int, predictor_dim: int | None, head: bool, weight: float
+    ) -> None:
+        """The predictor, the objective's and target's networks and the contrastive head."""
+        cfg = self.encoder_config
         self.predictor = Predictor(
             self.modalities,
             encoder_dim=cfg.embed_dim,
@@ -302,11 +353,8 @@ class LatentMIM(L.LightningModule):
             self.add_module(name, module)
         if self.target is not None:
             self.add_module(self.target.attribute, self.target.build(self))
-        self.ema_decay = ema_decay
-        self.tau = tau
-        self.contrastive_weight = contrastive_weight
-        self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
-        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        if head and weight > 0:
+            self.contrastive_head = nn.Linear(cfg.embed_dim, cfg.embed_dim)
 
     def _plain_hparams(self, args: dict[str, Any]) -> dict[str, Any]:
         """The init arguments as plain values (lists for tuples, a dict for the encoder)."""
@@ -351,7 +399,9 @@ class LatentMIM(L.LightningModule):
             sync_dist=stage != "train",
         )
         if batch.num_views >= 2 and self.contrastive_weight > 0:
-            contrastive = info_nce_loss(pooled[0], pooled[1], tau=self.tau)
+            head = getattr(self, "contrastive_head", None)
+            a, b = (pooled[0], pooled[1]) if head is None else (head(pooled[0]), head(pooled[1]))
+            contrastive = info_nce_loss(a, b, tau=self.tau, symmetric=self.contrastive_symmetric)
             self.log(
                 f"{stage}/contrastive_loss",
                 contrastive,
