@@ -26,6 +26,7 @@ from helios.data.masking import (
     SpaceTimeMasking,
     TimeMasking,
     split_counts,
+    split_groups,
 )
 from helios.data.modalities import get_modality
 from helios.data.sample import MaskValue
@@ -64,13 +65,18 @@ RATIOS = [(0.5, 0.5), (0.25, 0.5), (0.6, 0.2)]
 
 
 def expected_split(n: int, e: float, d: float) -> tuple[int, int]:
-    """The documented rounding rule, written out independently of the module."""
+    """The documented rounding rule (floors, at least one each), written out independently."""
     if n == 0:
         return 0, 0
     if n == 1:
         return 1, 0
-    n_enc = min(max(1, math.floor(n * e + 0.5)), n - 1)
-    return n_enc, min(max(1, math.floor(n * d + 0.5)), n - n_enc)
+    n_enc = min(max(1, math.floor(n * e)), n - 1)
+    return n_enc, min(max(1, math.floor(n * d)), n - n_enc)
+
+
+def expected_tokens(n: int, e: float, d: float) -> tuple[int, int]:
+    """A modality's token split: plain floors (one token: encoded)."""
+    return (1, 0) if n == 1 else (math.floor(n * e), math.floor(n * d))
 
 
 def make_tokens(seed: int, hole: bool = True) -> dict[str, np.ndarray]:
@@ -111,10 +117,17 @@ def band_set_roles(out: dict[str, np.ndarray], names: list[str]) -> list[set[int
 # ---- structure checks, one per unit type ----------------------------------------------------
 
 
+def check_tokens(tokens, out, e, d, names) -> bool:
+    """Each modality of `names` split on its own by `expected_tokens`."""
+    for m in names:
+        n = int((tokens[m] != MIS).sum())
+        if (count([out[m]], ENC), count([out[m]], DEC)) != expected_tokens(n, e, d):
+            return False
+    return True
+
+
 def check_random(tokens, out, e, d, names) -> None:
-    n = sum(int((tokens[m] != MIS).sum()) for m in names)
-    outs = [out[m] for m in names]
-    assert (count(outs, ENC), count(outs, DEC)) == expected_split(n, e, d)
+    assert check_tokens(tokens, out, e, d, names)
 
 
 def check_space(tokens, out, e, d, names) -> bool:
@@ -129,10 +142,7 @@ def check_space(tokens, out, e, d, names) -> bool:
     positions = list(fates.values())
     if (positions.count(ENC), positions.count(DEC)) != expected_split(len(positions), e, d):
         return False
-    other = [m for m in names if m not in spatial]
-    n_other = sum(int((tokens[m] != MIS).sum()) for m in other)
-    outs = [out[m] for m in other]
-    return (count(outs, ENC), count(outs, DEC)) == expected_split(n_other, e, d)
+    return check_tokens(tokens, out, e, d, [m for m in names if m not in spatial])
 
 
 def check_time(tokens, out, e, d, names) -> bool:
@@ -145,10 +155,7 @@ def check_time(tokens, out, e, d, names) -> bool:
         fates.extend(values)
     if (fates.count(ENC), fates.count(DEC)) != expected_split(len(fates), e, d):
         return False
-    static = [m for m in names if m not in temporal]
-    n_static = sum(int((tokens[m] != MIS).sum()) for m in static)
-    outs = [out[m] for m in static]
-    return (count(outs, ENC), count(outs, DEC)) == expected_split(n_static, e, d)
+    return check_tokens(tokens, out, e, d, [m for m in names if m not in temporal])
 
 
 def check_no_shared_band_set(tokens, out, e, d, names) -> None:
@@ -159,9 +166,9 @@ def check_no_shared_band_set(tokens, out, e, d, names) -> None:
 def check_random_time_with_decode(tokens, out, e, d, names) -> None:
     roles = [r for r in band_set_roles(out, names) if r]
     check_no_shared_band_set(tokens, out, e, d, names)
-    n_enc, n_dec = expected_split(len(roles), e, d)
+    n_enc = min(max(1, math.ceil(len(roles) * e)), len(roles) - 1)  # the rest decode
     assert sum(ENC in r for r in roles) == n_enc
-    assert sum(DEC in r for r in roles) == n_dec
+    assert sum(DEC in r for r in roles) == len(roles) - n_enc
 
 
 CHECKS = {
@@ -216,7 +223,9 @@ def test_contract(name: str, ratios: tuple[float, float], decode_only: tuple[str
             assert ((out[m] == MIS) == (t == MIS)).all()
             assert np.isin(out[m], [ENC, TGT, DEC, MIS]).all()
         for m in decode_only:
-            assert ((out[m] == DEC) == (tokens[m] != MIS)).all()
+            assert not (out[m] == ENC).any()
+            if not name.startswith("modality_cross"):  # cross: masked by the base, not encoded
+                assert ((out[m] == DEC) == (tokens[m] != MIS)).all()
         assert count(list(out.values()), ENC) >= 1
         assert count(list(out.values()), DEC) >= 1
         CHECKS[name](tokens, out, e, d, names)
@@ -307,9 +316,11 @@ def test_split_counts() -> None:
     assert split_counts(0, 0.5, 0.5) == (0, 0)
     assert split_counts(1, 0.5, 0.5) == (1, 0)
     assert split_counts(2, 0.9, 0.1) == (1, 1)
-    assert split_counts(5, 0.5, 0.5) == (3, 2)
-    assert split_counts(10, 0.25, 0.5) == (3, 5)
+    assert split_counts(5, 0.5, 0.5) == (2, 2)  # floors, as the reference: one TARGET_ONLY
+    assert split_counts(10, 0.25, 0.5) == (2, 5)
     assert split_counts(10, 0.1, 0.1) == (1, 1)
+    assert split_counts(4, 0.1, 0.75) == (1, 3)  # at least one encoded (upstream: 0)
+    assert split_groups(6, 0.3) == 2 and split_groups(2, 0.9) == 1 and split_groups(5, 0.5) == 3
 
 
 # ---- strategy-specific semantics ------------------------------------------------------------
@@ -321,13 +332,14 @@ def test_space_and_time_fall_back_to_random() -> None:
     one_position["sentinel2_l2a"][0, 0] = ENC
     out = SpaceMasking()(one_position, rng)["sentinel2_l2a"][0, 0]
     assert (out == ENC).sum() == 9 and (out == DEC).sum() == 9
-    one_step = {"sentinel1": np.full((4, 4, 6, 1), MIS, np.int8)}
-    one_step["sentinel1"][:, :, 2] = ENC
-    out = TimeMasking()(one_step, rng)["sentinel1"][:, :, 2]
-    assert (out == ENC).sum() == 8 and (out == DEC).sum() == 8
-    # space_time must not pick time for a single step: it does space, so positions share a fate
-    out = SpaceTimeMasking(time_probability=1.0)(one_step, rng)["sentinel1"][:, :, 2, 0]
-    assert (out == ENC).sum() == 8
+    two_steps = {"sentinel1": np.full((4, 4, 6, 1), MIS, np.int8)}
+    two_steps["sentinel1"][:, :, [2, 4]] = ENC  # fewer than 3 steps: random, as the reference
+    out = TimeMasking()(two_steps, rng)["sentinel1"][:, :, [2, 4]]
+    assert (out == ENC).sum() == 16 and (out == DEC).sum() == 16
+    assert any(len(unit_fates(out[:, :, t])) > 1 for t in range(2))
+    # space_time must not pick time for two steps: it does space, so positions share a fate
+    out = SpaceTimeMasking(time_probability=1.0)(two_steps, rng)["sentinel1"][..., 0]
+    assert all(len(unit_fates(out[i, j])) == 1 for i, j in np.ndindex(4, 4))
 
 
 def test_space_time_picks_both() -> None:
@@ -381,7 +393,7 @@ def test_random_time_with_decode_time_mode() -> None:
 
 
 def test_random_time_with_decode_random_mode() -> None:
-    """With random_probability=1, each band set gets round(n * ratio) tokens of its role."""
+    """With random_probability=1, each band set gets floor(n * ratio) tokens of its role."""
     strategy = RandomTimeWithDecodeMasking(0.25, 0.5, random_probability=1.0)
     for seed in range(5):
         tokens = make_tokens(seed)
@@ -391,15 +403,15 @@ def test_random_time_with_decode_random_mode() -> None:
                 n = int((tokens[m][..., s] != MIS).sum())
                 n_enc, n_dec = (int((out[m][..., s] == v).sum()) for v in (ENC, DEC))
                 if n_enc:
-                    assert n_enc == min(n, max(1, math.floor(n * 0.25 + 0.5)))
+                    assert n_enc == min(n, max(1, math.floor(n * 0.25)))
                 if n_dec:
-                    assert n_dec == min(n, max(1, math.floor(n * 0.5 + 0.5)))
+                    assert n_dec == min(n, max(1, math.floor(n * 0.5)))
 
 
 def test_modality_cross_options() -> None:
     tokens = make_tokens(1)
     rng = np.random.default_rng(0)
-    one = ModalityCrossMasking(SpaceMasking(), max_encoded_band_sets=1)
+    one = ModalityCrossMasking(SpaceMasking(), min_encoded_band_sets=1, max_encoded_band_sets=1)
     for _ in range(10):
         roles = band_set_roles(one(tokens, rng), list(tokens))
         assert sum(ENC in r for r in roles) == 1
@@ -410,12 +422,16 @@ def test_modality_cross_options() -> None:
         assert count(list(out.values()), ENC) >= 1 and count(list(out.values()), DEC) >= 1
         shared += sum({ENC, DEC} <= r for r in band_set_roles(out, list(tokens)))
     assert shared > 0
-    # fewer than 2 band sets: the base mask unchanged
+    # one band set: encoded, never decoded, so the sample is masked token-wise at random
     single = {"sentinel1": make_tokens(2)["sentinel1"]}
     out = ModalityCrossMasking()(single, np.random.default_rng(5))["sentinel1"]
-    np.testing.assert_array_equal(
-        out, RandomMasking()(single, np.random.default_rng(5))["sentinel1"]
-    )
+    n = int((single["sentinel1"] != MIS).sum())
+    assert ((out == ENC).sum(), (out == DEC).sum()) == expected_tokens(n, 0.5, 0.5)
+    # decode-only modalities are masked by the base and never encoded
+    cross = ModalityCrossRandomMasking(decode_only_modalities=["worldcover"])
+    for seed in range(5):
+        out = cross(make_tokens(seed), np.random.default_rng(seed))
+        assert not (out["worldcover"] == ENC).any() and (out["worldcover"] == DEC).any()
 
 
 def test_resolvable_by_jsonargparse() -> None:

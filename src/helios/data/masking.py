@@ -1,33 +1,36 @@
 """Masking strategies: which tokens of a sample the encoder sees and which the decoder predicts.
 
-A strategy is called once per sample (inside DataLoader workers) on the sample's token grid:
-``tokens[modality]`` is int8 [h, w, T, S] (token grid, timesteps, band sets) in which every
-token is `MaskValue.ENCODER` (available) or `MaskValue.MISSING`. It returns new int8 arrays of
-the same shapes where every available token is ENCODER, TARGET_ONLY or DECODER and every missing
-token stays MISSING. All randomness comes from the `rng` argument, so a seed fixes the mask.
-
-Strategies split *units* (tokens, positions, timesteps or band sets, depending on the strategy)
-with `split_counts`: of ``n`` available units, ``round(n * encode_ratio)`` are ENCODER and
-``round(n * decode_ratio)`` DECODER (rounding half up), each at least 1 and clipped so that both
-fit when ``n >= 2``; the rest are TARGET_ONLY. A single unit is ENCODER; no unit, nothing to do.
-
-``decode_only_modalities`` (maps such as worldcover used only as targets) take no part in the
-split: all their available tokens are DECODER and none is ever ENCODER.
+The contract (`MaskingStrategy`), the counting rules (`split_counts`, `split_groups`) and the
+base of the ratio strategies (`RatioMasking`) are in `helios.data.masking_base`, re-exported
+here. Every strategy matches the mask statistics of OlmoEarth's reference implementation on the
+same token layouts, except for the deliberate differences docs/training.md lists (per-sample
+rather than per-batch rules, ratios over available units, at least one encoder and one decoder
+unit); tests/data/test_masking_fidelity.py checks both against golden statistics.
 
 Strategies are plain classes, chosen in a config by `class_path` with their ratios as
 `init_args` (e.g. `helios.data.masking.SpaceMasking`); upstream's names map one to one
-(`random` -> `RandomMasking`, `space_time` -> `SpaceTimeMasking`, `modality_cross_space` ->
-`ModalityCrossSpaceMasking`, ...).
+(`random` -> `RandomMasking`, `space_time` -> `SpaceTimeMasking`, `random_with_decode` ->
+`RandomTimeWithDecodeMasking` with ``random_probability=1``, `modality_cross_space` ->
+`ModalityCrossSpaceMasking`, ...). The modality-cross strategies mask the
+``decode_only_modalities`` with their base instead, and never encode them, as upstream does.
 """
 
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
 
+from helios.data.masking_base import (
+    MaskingStrategy,
+    Masks,
+    NoMasking,
+    RatioMasking,
+    has_both,
+    split_counts,
+    split_groups,
+    timestep_presence,
+)
 from helios.data.modalities import get_modality
 from helios.data.sample import MaskValue
 
@@ -36,151 +39,30 @@ _TGT = np.int8(MaskValue.TARGET_ONLY)
 _DEC = np.int8(MaskValue.DECODER)
 _MIS = np.int8(MaskValue.MISSING)
 
-Masks = dict[str, np.ndarray]
-"""Per-modality int8 [h, w, T, S] token masks (or bool availability) of one sample."""
-
-
-def split_counts(n: int, encode_ratio: float, decode_ratio: float) -> tuple[int, int]:
-    """Numbers of ENCODER and DECODER units among `n` available units (the rest: TARGET_ONLY).
-
-    Rounds half up; with ``n >= 2`` both counts are at least 1 and sum to at most ``n``.
-    One unit is encoded, ``(1, 0)``; zero units give ``(0, 0)``.
-    """
-    if n <= 1:
-        return n, 0
-    n_enc = min(max(1, math.floor(n * encode_ratio + 0.5)), n - 1)
-    n_dec = min(max(1, math.floor(n * decode_ratio + 0.5)), n - n_enc)
-    return n_enc, n_dec
-
-
-def _timestep_presence(names: Sequence[str], avail: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Which steps (bool [T]) any multitemporal modality in `names` has; None if none."""
-    temporal = [m for m in names if get_modality(m).is_multitemporal]
-    if not temporal:
-        return None
-    lengths = {avail[m].shape[2] for m in temporal}
-    if len(lengths) > 1:
-        raise ValueError(
-            f"multitemporal modalities must share one time axis, got T = "
-            f"{ {m: avail[m].shape[2] for m in temporal} }"
-        )
-    steps = np.zeros(lengths.pop(), dtype=bool)
-    for m in temporal:
-        steps |= avail[m].any(axis=(0, 1, 3))
-    return steps
-
-
-class MaskingStrategy(ABC):
-    """Assigns each available token of one sample a `MaskValue` (see the module docstring)."""
-
-    @property
-    def decode_only_modalities(self) -> tuple[str, ...]:
-        """Modalities whose available tokens are always DECODER, never ENCODER."""
-        return ()
-
-    @abstractmethod
-    def __call__(
-        self, tokens: dict[str, np.ndarray], rng: np.random.Generator
-    ) -> dict[str, np.ndarray]:
-        """Return new int8 [h, w, T, S] masks for `tokens` (ENCODER or MISSING on input)."""
-
-
-class NoMasking(MaskingStrategy):
-    """Every available token is ENCODER: for embedding whole samples (predict, evals)."""
-
-    def __call__(
-        self, tokens: dict[str, np.ndarray], rng: np.random.Generator
-    ) -> dict[str, np.ndarray]:
-        """Return copies of `tokens` (ENCODER where available, MISSING elsewhere)."""
-        return {name: np.asarray(t, dtype=np.int8).copy() for name, t in tokens.items()}
-
-
-class RatioMasking(MaskingStrategy):
-    """Base of the strategies that split units by `encode_ratio` and `decode_ratio`.
-
-    Subclasses implement `_mask`, which fills ``out`` for the modalities that may be encoded;
-    `__call__` handles missing tokens and ``decode_only_modalities``.
-    """
-
-    def __init__(
-        self,
-        encode_ratio: float = 0.5,
-        decode_ratio: float = 0.5,
-        decode_only_modalities: Sequence[str] = (),
-    ) -> None:
-        """Validate and store the ratios.
-
-        Args:
-            encode_ratio: fraction of available units given to the encoder, in (0, 1].
-            decode_ratio: fraction of available units the decoder predicts, in (0, 1].
-                ``encode_ratio + decode_ratio <= 1``; the remainder is TARGET_ONLY.
-            decode_only_modalities: modalities that are only ever decoded (all DECODER).
-
-        """
-        for label, ratio in (("encode_ratio", encode_ratio), ("decode_ratio", decode_ratio)):
-            if not 0.0 < ratio <= 1.0:
-                raise ValueError(f"{label} must be in (0, 1], got {ratio}")
-        if encode_ratio + decode_ratio > 1.0 + 1e-9:
-            raise ValueError(
-                f"encode_ratio + decode_ratio must be <= 1, got {encode_ratio} + {decode_ratio}"
-            )
-        for name in decode_only_modalities:
-            get_modality(name)  # raises KeyError listing the known modalities
-        self.encode_ratio = encode_ratio
-        self.decode_ratio = decode_ratio
-        self._decode_only = tuple(decode_only_modalities)
-
-    @property
-    def decode_only_modalities(self) -> tuple[str, ...]:
-        """Modalities whose available tokens are always DECODER, never ENCODER."""
-        return self._decode_only
-
-    def __call__(
-        self, tokens: dict[str, np.ndarray], rng: np.random.Generator
-    ) -> dict[str, np.ndarray]:
-        """Return new int8 [h, w, T, S] masks for `tokens` (ENCODER or MISSING on input)."""
-        avail: dict[str, np.ndarray] = {}
-        out: dict[str, np.ndarray] = {}
-        for name, tok in tokens.items():
-            if tok.ndim != 4:
-                raise ValueError(f"tokens[{name!r}] must be [h, w, T, S], got shape {tok.shape}")
-            avail[name] = tok != _MIS
-            out[name] = np.full(tok.shape, _MIS, dtype=np.int8)
-            if name in self._decode_only:
-                out[name][avail[name]] = _DEC
-        self._mask([m for m in tokens if m not in self._decode_only], avail, out, rng)
-        return out
-
-    @abstractmethod
-    def _mask(self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator) -> None:
-        """Write the masks of modalities `names` into `out` (bool `avail`: token present)."""
-
-    def _fates(self, present: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """int8 fates for the units of a bool array: split by the ratios, MISSING if absent."""
-        idx = np.flatnonzero(present)
-        n_enc, n_dec = split_counts(idx.size, self.encode_ratio, self.decode_ratio)
-        fates = np.full(present.shape, _MIS, dtype=np.int8)
-        flat = fates.reshape(-1)
-        flat[idx] = _TGT
-        order = rng.permutation(idx)
-        flat[order[:n_enc]] = _ENC
-        flat[order[n_enc : n_enc + n_dec]] = _DEC
-        return fates
-
-    def _mask_tokens(
-        self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator
-    ) -> None:
-        """Token-wise random masking, pooled over all tokens of `names`."""
-        if not names:
-            return
-        fates = self._fates(np.concatenate([avail[m].reshape(-1) for m in names]), rng)
-        offsets = np.cumsum([avail[m].size for m in names])[:-1]
-        for name, part in zip(names, np.split(fates, offsets)):
-            out[name] = part.reshape(avail[name].shape)
+__all__ = [
+    "MaskingStrategy",
+    "ModalityCrossMasking",
+    "ModalityCrossRandomMasking",
+    "ModalityCrossSpaceMasking",
+    "ModalityCrossTimeMasking",
+    "NoMasking",
+    "RandomMasking",
+    "RandomTimeWithDecodeMasking",
+    "RatioMasking",
+    "SpaceMasking",
+    "SpaceTimeMasking",
+    "TimeMasking",
+    "split_counts",
+    "split_groups",
+]
 
 
 class RandomMasking(RatioMasking):
-    """Units are the individual available tokens, pooled over all modalities of the sample."""
+    """Units are the individual available tokens of each modality (split modality by modality).
+
+    When that leaves the sample without an encoder or a decoder token (every modality has a
+    single token), the split is redone over all of the sample's tokens together.
+    """
 
     def _mask(self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator) -> None:
         self._mask_tokens(names, avail, out, rng)
@@ -190,9 +72,9 @@ class SpaceMasking(RatioMasking):
     """Units are spatial positions (i, j) of the shared token grid.
 
     Every token of every spatial modality at a position (all timesteps and band sets) shares
-    that position's fate; positions with no available token do not count. Tokens of
-    non-spatial modalities (era5) are split token-wise at random as a separate pool. With
-    fewer than 2 available positions the sample falls back to `RandomMasking`.
+    that position's fate; positions with no available token do not count (the reference counts
+    every position). Tokens of non-spatial modalities (era5) are split token-wise at random.
+    With fewer than 2 available positions the sample falls back to `RandomMasking`.
     """
 
     def _mask(self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator) -> None:
@@ -220,14 +102,18 @@ class TimeMasking(RatioMasking):
     """Units are the timesteps of the shared time axis.
 
     Every token of every multitemporal modality (spatial or not, e.g. era5) at a timestep shares
-    that timestep's fate; timesteps with no available token do not count. Tokens of static
-    modalities (srtm, worldcover...) are split token-wise at random as a separate pool. With
-    fewer than 2 available timesteps the sample falls back to `RandomMasking`.
+    that timestep's fate; the units are the sample's timesteps with any available token (the
+    reference's are the timesteps complete in every sample of the batch). Tokens of static
+    modalities (srtm, worldcover...) are split token-wise at random. With fewer than
+    `MIN_TIMESTEPS` available timesteps the sample falls back to `RandomMasking`.
     """
 
+    MIN_TIMESTEPS = 3
+    """Fewest timesteps time masking splits (the reference's minimum)."""
+
     def _mask(self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator) -> None:
-        steps = _timestep_presence(names, avail)
-        if steps is None or steps.sum() < 2:
+        steps = timestep_presence(names, avail)
+        if steps is None or steps.sum() < self.MIN_TIMESTEPS:
             self._mask_tokens(names, avail, out, rng)
             return
         fates = self._fates(steps, rng)[None, None, :, None]
@@ -243,7 +129,8 @@ class TimeMasking(RatioMasking):
 class SpaceTimeMasking(RatioMasking):
     """Per sample, `TimeMasking` with probability `time_probability`, else `SpaceMasking`.
 
-    Time masking is only chosen when the sample has at least 2 available timesteps.
+    Time masking is only chosen when the sample has at least `TimeMasking.MIN_TIMESTEPS`
+    available timesteps. The reference tosses one coin per batch.
     """
 
     def __init__(
@@ -263,8 +150,8 @@ class SpaceTimeMasking(RatioMasking):
 
     def _mask(self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator) -> None:
         use_time = rng.random() < self.time_probability
-        steps = _timestep_presence(names, avail)
-        if use_time and steps is not None and steps.sum() >= 2:
+        steps = timestep_presence(names, avail)
+        if use_time and steps is not None and steps.sum() >= TimeMasking.MIN_TIMESTEPS:
             self.time._mask(names, avail, out, rng)
         else:
             self.space._mask(names, avail, out, rng)
@@ -273,24 +160,25 @@ class SpaceTimeMasking(RatioMasking):
 class RandomTimeWithDecodeMasking(RatioMasking):
     """Band sets are split into encode-only and decode-only ones, then masked by token or time.
 
-    Equivalent of upstream ``random_time_with_decode``:
+    Upstream's ``random_time_with_decode`` (``random_probability=1``: ``random_with_decode``):
 
     1. ``decode_only_modalities`` are all DECODER (as in every strategy here).
-    2. The other available (modality, band set) pairs are split by `split_counts`: encode band
-       sets only ever hold ENCODER / TARGET_ONLY tokens, decode band sets only DECODER /
-       TARGET_ONLY (any leftover band sets, when the ratios sum below 1, are all TARGET_ONLY).
-    3. Within the band sets, with probability `random_probability` (or when fewer than 2
-       timesteps are available) tokens are picked at random: ``round(n * encode_ratio)`` of an
-       encode band set's n tokens are ENCODER, ``round(n * decode_ratio)`` of a decode band
-       set's are DECODER (at least 1). Otherwise the available timesteps are split by
-       `split_counts` into encode and decode steps, and a multitemporal band set takes its role
-       at its steps only; static band sets, and band sets with no data at their steps, fall
+    2. The other available (modality, band set) pairs are shuffled; ``ceil(n * encode_ratio)``
+       of them (`split_groups`) are encode band sets, holding only ENCODER / TARGET_ONLY
+       tokens, and the rest decode band sets, holding only DECODER / TARGET_ONLY.
+    3. With probability `random_probability` (or when fewer than 2 timesteps are available)
+       tokens are picked at random: ``floor(n * encode_ratio)`` of an encode band set's n
+       tokens are ENCODER, ``floor(n * decode_ratio)`` of a decode band set's are DECODER (at
+       least 1; the rest TARGET_ONLY). Otherwise the available timesteps are split the same way
+       into encode and decode steps, and a multitemporal band set takes its role at all of its
+       tokens at its steps; static band sets, and band sets with no data at their steps, fall
        back to the random pick.
 
     So the encoded fraction of tokens is about ``encode_ratio ** 2``. With a single band set
     the sample is masked token-wise (`RandomMasking`). Differences from upstream: era5-like
-    non-spatial series follow the time split too, and counts round half up rather than
-    ceil / floor. ``random_probability=1`` gives upstream ``random_with_decode``.
+    non-spatial series follow the time split too, and a band set always gets at least one token
+    of its role (upstream decodes none of a 3-token band set at decode_ratio 0.3, and encodes a
+    decode band set's single token).
     """
 
     def __init__(
@@ -306,6 +194,12 @@ class RandomTimeWithDecodeMasking(RatioMasking):
             raise ValueError(f"random_probability must be in [0, 1], got {random_probability}")
         self.random_probability = random_probability
 
+    def _roles(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """ENCODER or DECODER for each of `n` >= 2 shuffled groups (`split_groups`)."""
+        roles = np.full(n, _DEC, dtype=np.int8)
+        roles[rng.permutation(n)[: split_groups(n, self.encode_ratio)]] = _ENC
+        return roles
+
     def _mask(self, names: list[str], avail: Masks, out: Masks, rng: np.random.Generator) -> None:
         band_sets = [
             (m, int(s))
@@ -315,61 +209,66 @@ class RandomTimeWithDecodeMasking(RatioMasking):
         if len(band_sets) <= 1:
             self._mask_tokens(names, avail, out, rng)
             return
-        roles = self._fates(np.ones(len(band_sets), dtype=bool), rng)
-        steps = _timestep_presence(names, avail)
+        steps = timestep_presence(names, avail)
         step_fates = None
         if steps is not None and steps.sum() >= 2 and rng.random() >= self.random_probability:
-            step_fates = self._fates(steps, rng)[None, None, :]
-        for (m, s), role in zip(band_sets, roles):
+            step_fates = np.full(steps.shape, _MIS, dtype=np.int8)
+            step_fates[steps] = self._roles(int(steps.sum()), rng)
+        for (m, s), role in zip(band_sets, self._roles(len(band_sets), rng)):
             present = avail[m][..., s]
-            if role == _TGT:
-                out[m][..., s] = np.where(present, _TGT, _MIS)
-                continue
             if step_fates is not None and get_modality(m).is_multitemporal:
-                hit = present & (step_fates == role)
+                hit = present & (step_fates[None, None, :] == role)
                 if hit.any():
                     out[m][..., s] = np.where(hit, role, np.where(present, _TGT, _MIS))
                     continue
             ratio = self.encode_ratio if role == _ENC else self.decode_ratio
             idx = np.flatnonzero(present)
-            count = min(idx.size, max(1, math.floor(idx.size * ratio + 0.5)))
+            count = min(idx.size, max(1, int(idx.size * ratio)))
             fates = np.where(present, _TGT, _MIS).reshape(-1)
             fates[rng.permutation(idx)[:count]] = role
             out[m][..., s] = fates.reshape(present.shape)
 
 
 class ModalityCrossMasking(MaskingStrategy):
-    """Apply `base`, then keep each band set either encoder-side or decoder-side.
+    """Apply `base`, then give each band set an encoder role, a decoder role or both.
 
-    The sample's available (modality, band set) pairs are split at random into an encode set
-    and a decode set: in encode-set band sets the base's DECODER tokens become TARGET_ONLY, in
-    decode-set band sets its ENCODER tokens do. So the model predicts some band sets from the
-    others. Band sets of the base's ``decode_only_modalities`` are always in the decode set.
+    Upstream's ``modality_cross_*``, per sample. The *present* band sets are those that hold
+    ENCODER tokens after the base mask, and every band set of the `decode_only_modalities`
+    (masked by the base like the others, but never encoded). One present band set is encoded;
+    of two, one (never a decode-only one) is encoded and the other decoded; of three or more,
+    ``k`` of the encodable ones are encoded, ``k`` uniform in [`min_encoded_band_sets`,
+    `max_encoded_band_sets`] and at most all but one (all with `allow_same_band_set`), and
+    every other present band set is decoded (with `allow_same_band_set`: a random subset of
+    1 to all present band sets, of random size). Then, in a band set outside the encode set,
+    the base's ENCODER tokens become TARGET_ONLY; in an encoded band set outside the decode
+    set, its DECODER tokens do. `force_non_spatial` presets give non-spatial modalities (era5)
+    one role over all their tokens. A sample left without encoder or decoder tokens is masked
+    token-wise at random instead (its decode-only modalities keep their mask).
 
-    The encode set has ``k`` band sets, ``k`` uniform in [`min_encoded_band_sets`,
-    `max_encoded_band_sets`] (clipped to leave a decode set); it always contains a band set
-    with ENCODER tokens and the decode set one with DECODER tokens, so both survive. With
-    `allow_same_band_set`, each encode-set band set is also in the decode set with probability
-    0.5, keeping the base mask there. The base mask is returned unchanged when fewer than 2
-    band sets are available or no such pair of distinct band sets exists. Unlike upstream
-    (whose presets default to at least 2 encoded band sets), the default minimum is 1, and
-    tokens the base masked at random (e.g. era5 under space masking) are not forced to one role.
+    Differences from upstream (deliberate): of two present band sets the encoded one is drawn
+    at random (upstream takes the first in modality order), and at least one band set is
+    always encoded.
     """
+
+    force_non_spatial = False
+    """Whether non-spatial modalities take one role per band set (upstream's space/time)."""
 
     def __init__(
         self,
         base: MaskingStrategy | None = None,
-        min_encoded_band_sets: int = 1,
+        min_encoded_band_sets: int = 2,
         max_encoded_band_sets: int | None = None,
         allow_same_band_set: bool = False,
+        decode_only_modalities: Sequence[str] = (),
     ) -> None:
         """Store the parts.
 
         Args:
             base: the strategy applied first; `RandomMasking()` when None.
-            min_encoded_band_sets: fewest band sets in the encode set (>= 1).
+            min_encoded_band_sets: fewest band sets in the encode set (>= 1; upstream's 2).
             max_encoded_band_sets: most band sets in the encode set; None for no limit.
-            allow_same_band_set: let band sets be in both sets (then they keep the base mask).
+            allow_same_band_set: let encoded band sets keep their decoder tokens too.
+            decode_only_modalities: modalities never encoded (the base's own are added).
 
         """
         if min_encoded_band_sets < 1:
@@ -379,62 +278,73 @@ class ModalityCrossMasking(MaskingStrategy):
                 f"max_encoded_band_sets ({max_encoded_band_sets}) must be >= "
                 f"min_encoded_band_sets ({min_encoded_band_sets})"
             )
+        for name in decode_only_modalities:
+            get_modality(name)
         self.base = base if base is not None else RandomMasking()
         self.min_encoded_band_sets = min_encoded_band_sets
         self.max_encoded_band_sets = max_encoded_band_sets
         self.allow_same_band_set = allow_same_band_set
+        self._decode_only = tuple(decode_only_modalities)
 
     @property
     def decode_only_modalities(self) -> tuple[str, ...]:
-        """The base strategy's decode-only modalities."""
-        return self.base.decode_only_modalities
+        """Modalities that are never encoded (this strategy's and the base's)."""
+        extra = tuple(m for m in self.base.decode_only_modalities if m not in self._decode_only)
+        return self._decode_only + extra
+
+    def _sets(
+        self, present: list[tuple[str, int]], rng: np.random.Generator
+    ) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+        """The encode and decode sets among the present (modality, band set) pairs."""
+        fixed = self.decode_only_modalities
+        encodable = [p for p in present if p[0] not in fixed]
+        if len(present) <= 2:
+            if len(present) == 1 or not encodable:
+                return set(encodable), set()
+            first = encodable[int(rng.integers(len(encodable)))]
+            return {first}, {p for p in present if p != first}
+        high = len(encodable) - (0 if self.allow_same_band_set else 1)
+        if self.max_encoded_band_sets is not None:
+            high = min(high, self.max_encoded_band_sets)
+        high = max(1, min(high, len(encodable)))
+        low = min(self.min_encoded_band_sets, high)
+        k = int(rng.integers(low, high + 1))
+        encode = {encodable[i] for i in rng.choice(len(encodable), size=k, replace=False)}
+        if not self.allow_same_band_set:
+            return encode, set(present) - encode
+        n_dec = int(rng.integers(1, len(present) + 1))
+        return encode, {present[i] for i in rng.choice(len(present), size=n_dec, replace=False)}
 
     def __call__(
         self, tokens: dict[str, np.ndarray], rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
         """Return new int8 [h, w, T, S] masks for `tokens` (ENCODER or MISSING on input)."""
         masks = self.base(tokens, rng)
-        names = list(masks)
-        flat = [masks[m].reshape(-1, masks[m].shape[3]) for m in names]
-        n_avail = np.concatenate([(f != _MIS).sum(axis=0) for f in flat])
-        has_enc = np.concatenate([(f == _ENC).any(axis=0) for f in flat])
-        has_dec = np.concatenate([(f == _DEC).any(axis=0) for f in flat])
-        fixed = np.concatenate(
-            [np.full(f.shape[1], m in self.decode_only_modalities) for m, f in zip(names, flat)]
-        )
-        present = n_avail > 0
-        cand = np.flatnonzero(present & ~fixed)
-        n_fixed = int((present & fixed).sum())
-        enc_ok = cand[has_enc[cand]]
-        if cand.size + n_fixed < 2 or enc_ok.size == 0:
-            return masks
-        first_enc = rng.choice(enc_ok)
-        dec_ok = np.flatnonzero(present & has_dec)
-        dec_ok = dec_ok[dec_ok != first_enc]
-        if dec_ok.size == 0:
-            return masks
-        first_dec = rng.choice(dec_ok)
-        rest = cand[(cand != first_enc) & (cand != first_dec)]
-
-        high = cand.size if (n_fixed or self.allow_same_band_set) else cand.size - 1
-        if self.max_encoded_band_sets is not None:
-            high = min(high, self.max_encoded_band_sets)
-        low = min(self.min_encoded_band_sets, high)
-        k = min(int(rng.integers(low, high + 1)), rest.size + 1)
-        encode = np.zeros(present.size, dtype=bool)
-        encode[first_enc] = True
-        encode[rng.permutation(rest)[: k - 1]] = True
-        decode = present & ~encode
-        if self.allow_same_band_set:
-            decode |= encode & (rng.random(present.size) < 0.5)
-
-        start = 0
-        for m, f in zip(names, flat):
-            stop = start + f.shape[1]
+        fixed = self.decode_only_modalities
+        present = [
+            (m, s)
+            for m, arr in masks.items()
+            for s in range(arr.shape[3])
+            if (arr[..., s] == _ENC).any() or (m in fixed and (arr != _MIS).any())
+        ]
+        encode, decode = self._sets(present, rng)
+        for m in {m for m, _ in present}:
             arr = masks[m]
-            arr = np.where((arr == _DEC) & ~decode[start:stop], _TGT, arr)
-            masks[m] = np.where((arr == _ENC) & ~encode[start:stop], _TGT, arr)
-            start = stop
+            for s in range(arr.shape[3]):
+                part = arr[..., s]
+                if self.force_non_spatial and not get_modality(m).is_spatial:
+                    role = _ENC if (m, s) in encode else _DEC if (m, s) in decode else None
+                    if role is not None:
+                        arr[..., s] = np.where(part != _MIS, role, part)
+                elif (m, s) not in encode:
+                    arr[..., s] = np.where(part == _ENC, _TGT, part)
+                elif (m, s) not in decode:
+                    arr[..., s] = np.where(part == _DEC, _TGT, part)
+        names = [m for m in masks if m not in fixed]
+        if not has_both(masks, list(masks)):
+            ratios = self.base if isinstance(self.base, RatioMasking) else RandomMasking()
+            redo = RandomMasking(ratios.encode_ratio, ratios.decode_ratio)
+            masks.update(redo({m: tokens[m] for m in names}, rng) if names else {})
         return masks
 
 
@@ -448,16 +358,17 @@ class _ModalityCrossPreset(ModalityCrossMasking):
         encode_ratio: float = 0.5,
         decode_ratio: float = 0.5,
         decode_only_modalities: Sequence[str] = (),
-        min_encoded_band_sets: int = 1,
+        min_encoded_band_sets: int = 2,
         max_encoded_band_sets: int | None = None,
         allow_same_band_set: bool = False,
     ) -> None:
         """Build the base from the ratios; see `RatioMasking` and `ModalityCrossMasking`."""
         super().__init__(
-            self.base_class(encode_ratio, decode_ratio, decode_only_modalities),
+            self.base_class(encode_ratio, decode_ratio),
             min_encoded_band_sets,
             max_encoded_band_sets,
             allow_same_band_set,
+            decode_only_modalities,
         )
 
 
@@ -471,9 +382,14 @@ class ModalityCrossSpaceMasking(_ModalityCrossPreset):
     """`ModalityCrossMasking` over `SpaceMasking` (upstream ``modality_cross_space``)."""
 
     base_class = SpaceMasking
+    force_non_spatial = True
 
 
 class ModalityCrossTimeMasking(_ModalityCrossPreset):
-    """`ModalityCrossMasking` over `TimeMasking` (upstream ``modality_cross_time``)."""
+    """`ModalityCrossMasking` over `TimeMasking` (upstream ``modality_cross_time``).
+
+    Upstream's base is in fact space masking, a reference bug Helios does not copy.
+    """
 
     base_class = TimeMasking
+    force_non_spatial = True
