@@ -10,6 +10,7 @@ from helios.runner.materialize.sources.base import (
     read_band,
 )
 from helios.runner.materialize.sources.local import IndexedSource, LocalFiles
+from helios.runner.materialize.sources.stac_api import StacApi
 from helios.runner.materialize.sources.stac_items import StacItems, item_from_stac
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Item",
     "LocalFiles",
     "SourceContext",
+    "StacApi",
     "StacItems",
     "item_from_stac",
     "rank_items",

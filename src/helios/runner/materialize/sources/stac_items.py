@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from shapely.geometry import box, shape
 
 from helios.runner.core.fsutil import read_json
 from helios.runner.core.geometry import parse_time
-from helios.runner.materialize.sources.base import BandFile, Item, SourceContext, band_key
+from helios.runner.materialize.sources.base import (
+    BandFile,
+    Grid,
+    Item,
+    SourceContext,
+    band_key,
+    read_band,
+)
 from helios.runner.materialize.sources.local import IndexedSource, _header, resolve_path
+from helios.runner.materialize.sources.remote import HttpOptions, read_remote_band
 
 
 def stac_href(href: str, base: Path) -> str:
@@ -99,6 +108,17 @@ class StacItems(IndexedSource):
     def describe(self) -> str:
         """A short description for messages."""
         return f"StacItems({self.path})"
+
+    def read(
+        self, item: Item, band: str, grid: Grid, resampling: str, nodata: float | None
+    ) -> np.ndarray | None:
+        """As `DataSource.read`; remote hrefs read with timeouts, retries and range caching."""
+        loc = item.locate(band)
+        if loc is None:
+            return None
+        if loc[0].startswith("/vsi"):
+            return read_remote_band(loc[0], loc[1], grid, resampling, nodata, HttpOptions())
+        return read_band(loc[0], loc[1], grid, resampling, nodata)
 
     def check(self, context: SourceContext) -> list[str]:
         """The file must exist."""
