@@ -298,33 +298,8 @@ class CombineGeojson(Combiner):
         return out
 
     def combine(self, inputs: list[Path], output_dir: Path) -> list[Path]:
-        """Write `<name>.geojson` per input name, streaming features (bounded memory)."""
-        output_dir.mkdir(parents=True, exist_ok=True)
-        clean_tmp_files(output_dir)
-        groups: dict[str, list[Path]] = defaultdict(list)
-        for p in sorted(inputs):
-            if p.suffix == ".geojson":
-                groups[p.stem].append(p)
-        results = []
-        for name, paths in sorted(groups.items()):
-            out = output_dir / f"{name}.geojson"
-            signature = output_signature(paths, "CombineGeojson")
-            if not (out.exists() and _geojson_signature(out) == signature):
-                self._write(paths, out, signature)
-            results.append(out)
-        return results + [p for p in inputs if p.suffix != ".geojson"]
-
-    @staticmethod
-    def _write(paths: list[Path], out: Path, signature: str) -> None:
-        with atomic_path(out) as tmp, open(tmp, "w") as f:
-            head = {"type": "FeatureCollection", "helios_inputs": signature}
-            f.write(json.dumps(head)[:-1] + ', "features": [\n')
-            first = True
-            for p in paths:
-                for feature in read_json(p).get("features", []):
-                    f.write(("" if first else ",\n") + json.dumps(feature))
-                    first = False
-            f.write("\n]}\n")
+        """Write `<name>.geojson` per input name (features concatenated, bounded memory)."""
+        return _combine_features(inputs, output_dir, "CombineGeojson", None)
 
 
 def _window_request(window: Window) -> BaseGeometry | None:
@@ -355,10 +330,11 @@ def _combine_features(
     inputs: list[Path],
     output_dir: Path,
     config: object,
-    edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
 ) -> list[Path]:
     """Write `<name>.geojson` per input name: the inputs' features, concatenated and edited.
 
+    Without `edit` the features are streamed file by file (memory bounded by one input).
     Idempotent: an output whose recorded input signature (names, sizes, mtimes and `config`)
     matches is left alone; outputs are written atomically. Non-GeoJSON inputs pass through.
     """
@@ -373,14 +349,31 @@ def _combine_features(
         out = output_dir / f"{name}.geojson"
         signature = output_signature(paths, config)
         if not (out.exists() and _geojson_signature(out) == signature):
-            features = [f for p in paths for f in read_json(p).get("features", [])]
-            with atomic_path(out) as tmp, open(tmp, "w") as f:
-                head = {"type": "FeatureCollection", "helios_inputs": signature}
-                f.write(json.dumps(head)[:-1] + ', "features": [\n')
-                f.write(",\n".join(json.dumps(feat) for feat in edit(features)))
-                f.write("\n]}\n")
+            _write_collection(paths, out, signature, edit)
         results.append(out)
     return results + [p for p in inputs if p.suffix != ".geojson"]
+
+
+def _write_collection(
+    paths: list[Path],
+    out: Path,
+    signature: str,
+    edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None,
+) -> None:
+    """One FeatureCollection of the features of `paths`, its signature on the first line."""
+    with atomic_path(out) as tmp, open(tmp, "w") as f:
+        head = {"type": "FeatureCollection", "helios_inputs": signature}
+        f.write(json.dumps(head)[:-1] + ', "features": [\n')
+        if edit is not None:
+            feats = edit([feat for p in paths for feat in read_json(p).get("features", [])])
+            f.write(",\n".join(json.dumps(feat) for feat in feats))
+        else:
+            first = True
+            for p in paths:
+                for feat in read_json(p).get("features", []):
+                    f.write(("" if first else ",\n") + json.dumps(feat))
+                    first = False
+        f.write("\n]}\n")
 
 
 class CombineAndDeduplicateGeojson(Combiner):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -128,8 +129,45 @@ class CropDataset(Dataset[LabeledSample]):
         return LabeledSample(sample, np.array(item, dtype=np.int64))
 
 
-class CropDataModule(L.LightningDataModule):
-    """The crops of some windows; each rank predicts whole windows (`windows[rank::world]`)."""
+class RankedCrops(L.LightningDataModule):
+    """Base of crop data modules: each rank predicts whole windows (`windows[rank::world]`).
+
+    Subclasses set `all_plans`, `batch_size`, `num_workers` and `collate`, and build their
+    dataset in `make_dataset(plans)`.
+    """
+
+    all_plans: list[WindowPlan]
+    batch_size: int
+    num_workers: int
+    collate: Any
+    dataset: Dataset[Any] | None = None
+
+    def make_dataset(self, plans: list[WindowPlan]) -> Dataset[Any]:
+        """The crops of these windows."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Pick this rank's windows."""
+        trainer = getattr(self, "_trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        self.dataset = self.make_dataset(self.all_plans[rank::world])
+
+    def predict_dataloader(self) -> DataLoader:
+        """Crops in window order."""
+        if self.dataset is None:
+            self.setup()
+        assert self.dataset is not None
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+        )
+
+
+class CropDataModule(RankedCrops):
+    """The crops of some windows for a Helios `RunnerModel`."""
 
     def __init__(
         self,
@@ -152,27 +190,11 @@ class CropDataModule(L.LightningDataModule):
         self.crop = crop
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.dataset: CropDataset | None = None
+        self.dataset = None
 
-    def setup(self, stage: str | None = None) -> None:
-        """Pick this rank's windows."""
-        trainer = getattr(self, "_trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        plans = self.all_plans[rank::world]
-        self.dataset = CropDataset(plans, self.dataset_config, self.modalities, self.crop)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Crops in window order."""
-        if self.dataset is None:
-            self.setup()
-        assert self.dataset is not None
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
-        )
+    def make_dataset(self, plans: list[WindowPlan]) -> CropDataset:
+        """The crops of these windows."""
+        return CropDataset(plans, self.dataset_config, self.modalities, self.crop)
 
 
 class CropBlender:

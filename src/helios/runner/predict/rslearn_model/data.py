@@ -20,18 +20,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import rasterio
 import torch
 from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.data.normalize import load_computed_config
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from helios.runner.core.windows import COMPLETED, Window
 from helios.runner.materialize.dataset_config import DatasetConfig, LayerConfig
 from helios.runner.materialize.window import read_items
-from helios.runner.predict.crops import WindowPlan, ref_size
+from helios.runner.predict.crops import RankedCrops, WindowPlan, ref_size
 from helios.runner.predict.rslearn_model.config import InputSpec, NormalizeSpec, RslearnConfig
 from helios.runner.predict.rslearn_model.encoder import RasterInput, TimeRange
 
@@ -212,8 +211,8 @@ def collate(items: list[CropItem]) -> Batch:
     return inputs, ids, inside
 
 
-class RslearnCropDataModule(L.LightningDataModule):
-    """The crops of some windows; each rank predicts whole windows (`windows[rank::world]`)."""
+class RslearnCropDataModule(RankedCrops):
+    """The crops of some windows for an rslearn model."""
 
     def __init__(
         self,
@@ -228,27 +227,11 @@ class RslearnCropDataModule(L.LightningDataModule):
         super().__init__()
         self.all_plans, self.dataset_config, self.config = plans, dataset, config
         self.crop, self.batch_size, self.num_workers = crop, batch_size, num_workers
-        self.dataset: RslearnCropDataset | None = None
+        self.collate = collate
 
-    def setup(self, stage: str | None = None) -> None:
-        """Pick this rank's windows."""
-        trainer = getattr(self, "_trainer", None)
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        plans = self.all_plans[rank::world]
-        self.dataset = RslearnCropDataset(plans, self.dataset_config, self.config, self.crop)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Crops in window order."""
-        if self.dataset is None:
-            self.setup()
-        assert self.dataset is not None
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-        )
+    def make_dataset(self, plans: list[WindowPlan]) -> RslearnCropDataset:
+        """The crops of these windows."""
+        return RslearnCropDataset(plans, self.dataset_config, self.config, self.crop)
 
 
 __all__ = [
