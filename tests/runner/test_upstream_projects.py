@@ -54,9 +54,8 @@ def test_what_each_folder_lacks_is_reported_per_step():
     sample = missing("sample")
     assert "checkpoint.ckpt" in sample["inference"]
     awf = missing("awf")  # window-prep only: no partitioning, no requests
-    assert {"olmoearth_run.yaml", "prediction/*.geojson or prediction_request_geometry.geojson"} <= (
-        awf["partition"]
-    )
+    requests = "prediction/*.geojson or prediction_request_geometry.geojson"
+    assert {"olmoearth_run.yaml", requests} <= awf["partition"]
     geo = missing("geo")  # an Earth Engine layer and a project-specific source
     assert "dataset.json" in geo["build"]
 

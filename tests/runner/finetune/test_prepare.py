@@ -148,7 +148,8 @@ def test_point_windows_layout_labels_and_rerun(tmp_path):
         # rslearn's vector label layer: pixel coordinates, the projection on top, completed
         gj = json.loads((w.path / "layers/label/data.geojson").read_text())
         assert gj["features"][0]["properties"]["category"] == label
-        assert gj["properties"] == {"crs": "EPSG:32618", "x_resolution": 10.0, "y_resolution": -10.0}
+        projection = {"crs": "EPSG:32618", "x_resolution": 10.0, "y_resolution": -10.0}
+        assert gj["properties"] == projection
         x, y = gj["features"][0]["geometry"]["coordinates"]
         c0, r0, c1, r1 = w.pixel_bounds
         assert c0 <= x <= c1 and r0 <= y <= r1
