@@ -343,7 +343,7 @@ def test_dataset_json_problems(tmp_path):
     text = "\n".join(problems(project))
     for needle in (
         "layers.sentinel2: unknown key: option 'bands' ('bands' is now band_sets",
-        "band_sets[0]: key \"dtype\"",
+        'band_sets[0]: key "dtype"',
         "uint17",
         "Option 'colour' is not accepted",
         "max_matches and mosaic_compositing_overlaps must be >= 1",
