@@ -19,10 +19,14 @@ from helios.nn.export import export_encoder
 def measure_matmul_peak(
     device: torch.device, dtype: torch.dtype | None = None, n: int = 2048
 ) -> float:
-    """Measured dense matmul FLOP/s on `device` (bf16 on CUDA, fp32 on CPU)."""
+    """Measured dense matmul FLOP/s on `device` (bf16 on CUDA, fp32 on CPU).
+
+    The operands come from a forked RNG, so measuring leaves the run's random stream as it was.
+    """
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
     reps = 20 if device.type == "cuda" else 3
     for _ in range(2):
         a @ b
