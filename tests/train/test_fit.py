@@ -115,6 +115,23 @@ def test_every_shipped_config_parses(deltas, capsys):
         assert printed["model"]["init_args"]["encoder"]["embed_dim"] == 768
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([], "/persistent/run"),  # the launcher's folder beats the config file's
+        (["--trainer.default_root_dir", "mine"], "mine"),  # a flag after the configs wins
+    ],
+)
+def test_helios_run_dir_overrides_the_config_files(extra, expected, capsys, monkeypatch):
+    """Beaker sets HELIOS_RUN_DIR; a shipped config's default_root_dir must not hide it."""
+    monkeypatch.setenv("HELIOS_RUN_DIR", "/persistent/run")
+    argv = ["fit", "--config", str(CONFIGS / "latent_mim.yaml"), *extra, "--print_config"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["default_root_dir"] == expected
+
+
 def test_all_shipped_yaml_files_are_covered():
     shipped = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
     covered = {

@@ -1,10 +1,13 @@
 """`helios fit | validate | test | predict`: LightningCLI around `LatentMIM` and the data modules.
 
 Configs compose with repeated `--config` (base + model size + data + trainer deltas). Every run
-lives in a run folder (`trainer.default_root_dir`, or `$HELIOS_RUN_DIR` when set), which holds
+lives in a run folder, which holds
 the resolved config, `checkpoints/` and, after fit, `encoder.pt`. A `fit` whose run folder already
 holds `checkpoints/last.ckpt` resumes from it by itself, so a preempted job that is simply
-restarted continues where it stopped.
+restarted continues where it stopped. The run folder is `$HELIOS_RUN_DIR` when it is set (the
+Beaker launcher sets it to the job's persistent folder), over any config file's
+`trainer.default_root_dir`; else the configs' `trainer.default_root_dir`, else `runs/default`.
+A `--trainer.default_root_dir` flag after the configs still wins.
 
 Every checkpoint a subcommand reads (`--ckpt_path`, or the automatic resume) is vetted by
 `helios.checkpoint.check_checkpoint` first and then loaded by Lightning with
@@ -40,6 +43,25 @@ class ResumeCheckpoint(ModelCheckpoint):
 def run_dir_default() -> str:
     """The run folder: `$HELIOS_RUN_DIR` if set, else `runs/default`."""
     return os.environ.get("HELIOS_RUN_DIR", "runs/default")
+
+
+def with_run_dir(args: list[str], environ: Any = None) -> list[str]:
+    """`args` with `$HELIOS_RUN_DIR` as `--trainer.default_root_dir` right after the configs.
+
+    Placed after the last `--config` (or after the subcommand), it overrides what the config
+    files say while flags that follow them still win.
+    """
+    run_dir = (os.environ if environ is None else environ).get("HELIOS_RUN_DIR")
+    if not run_dir or not args:
+        return args
+    at = 1
+    for i, arg in enumerate(args):
+        if arg == "--config":
+            at = i + 2
+        elif arg.startswith("--config="):
+            at = i + 1
+    at = min(at, len(args))
+    return [*args[:at], "--trainer.default_root_dir", run_dir, *args[at:]]
 
 
 def find_last_checkpoint(run_dir: Path | str) -> Path | None:
@@ -126,6 +148,8 @@ def run_lightning(args: Sequence[str]) -> int:
 
     """
     args = list(args)
+    from_console = args == sys.argv[1:]
+    placed = with_run_dir(args)
     HeliosCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
@@ -135,7 +159,7 @@ def run_lightning(args: Sequence[str]) -> int:
         save_config_kwargs={"overwrite": True},
         # From the console script, let Lightning read sys.argv itself (its DDP launcher re-runs
         # it); from Python, pass the arguments explicitly.
-        args=None if args == sys.argv[1:] else args,
+        args=None if from_console and placed == args else placed,
         auto_configure_optimizers=False,
     )
     return 0
