@@ -159,3 +159,24 @@ def test_cli_reports_project_problems(tmp_path, capsys):
 def test_steps_need_a_partition_first(project_dir, tmp_path, capsys):
     assert main(["run", "build", str(project_dir), "--scratch", str(tmp_path / "s")]) == 2
     assert "run `helios run partition` first" in capsys.readouterr().err
+
+
+def test_partition_takes_no_partition_ids(project_dir, tmp_path, capsys):
+    """`partition` makes the partitions from every request: a filter it would ignore is refused."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "run",
+                "partition",
+                str(project_dir),
+                "--scratch",
+                str(tmp_path),
+                "--partition-ids",
+                "x",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "--partition-ids" in capsys.readouterr().err
+    assert not (tmp_path / "scratch").exists()

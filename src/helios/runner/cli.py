@@ -41,11 +41,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def add_project_arguments(p: argparse.ArgumentParser, scratch: bool = True) -> None:
-    """Add the PROJECT argument, and `--scratch` / `--partition-ids` when `scratch`."""
+def add_project_arguments(
+    p: argparse.ArgumentParser, scratch: bool = True, partitions: bool = True
+) -> None:
+    """Add the PROJECT argument, `--scratch` when `scratch`, and `--partition-ids` when both."""
     p.add_argument("project", type=Path, help="project folder (olmoearth_run.yaml, ...)")
     if scratch:
         p.add_argument("--scratch", type=Path, required=True, help="working directory")
+    if scratch and partitions:
         p.add_argument(
             "--partition-ids",
             nargs="+",
@@ -77,7 +80,7 @@ def add_run_commands(groups: Any) -> Any:
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("partition", help="split requests into partitions and windows")
-    add_project_arguments(p)
+    add_project_arguments(p, partitions=False)  # it makes the partitions: every request
     add_max_windows(p)
     p.set_defaults(func=_cmd_partition)
 
