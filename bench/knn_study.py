@@ -11,7 +11,7 @@ reference rows put the kNN numbers in scale: the z-scored band means of each sam
 true cloud fraction itself (as the vector (fraction, 0.3), so cosine similarity orders by it).
 
     python bench/knn_study.py runs/latent_mim_demo/encoder.pt --root demo_data --seeds 0 1 2 3 \
-        --baseline galileo=../shared/fixtures/galileo_nano
+        --baseline galileo=tests/fixtures/galileo_nano
 """
 
 from __future__ import annotations

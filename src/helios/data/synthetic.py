@@ -210,3 +210,189 @@ def _render(
 def cmap_value(cmap: np.ndarray, name: str) -> np.ndarray:
     """1 where the class map holds class `name`, else 0."""
     return (cmap == CLASSES.index(name)).astype(np.uint8)
+
+
+# -- the learnability set (bench/learnability.py) -----------------------------------------------
+
+LEARNABILITY_MODALITIES = ("sentinel2_l2a", "sentinel1", "landsat")
+LEARNABILITY_FACTORS = ("phenology", "texture", "agreement")
+"""Binary factors of a learnability sample; its class is ``4 * phenology + 2 * texture +
+agreement`` (8 classes)."""
+_PAIRS = (("bare", "crop"), ("built", "tree"))
+"""(background, vegetation) cover pairs a sample draws from (a nuisance, the same per class)."""
+_SEASON = np.array([-0.3, -0.2, -0.3, 0.5, 0.1, 0.4, 0.5, 0.5, 0.1, 0.0, -0.1, 0.3, 0.0])
+"""Relative seasonal swing of vegetation per Sentinel-2 band (the `_S2` order)."""
+_LANDSAT_FROM_S2 = [3, 10, 0, 1, 2, 3, 8, 9, 12, 12, 12]
+_FACTOR_CODES = ((np.arange(8)[:, None] >> np.array([2, 1, 0])) & 1).astype(np.int64)
+"""[8, 3] factor values of each class."""
+
+
+@dataclass
+class LearnabilityDataset:
+    """The unlabelled training set and the labelled held-out set of `make_learnability_dataset`."""
+
+    train: Path
+    """H5 directory of the pretraining samples (no labels)."""
+    heldout: Path
+    """H5 directory of the held-out samples, in label order."""
+    factors: np.ndarray
+    """int [N_heldout, 3] factor values (`LEARNABILITY_FACTORS`) of the held-out samples."""
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class of each held-out sample, int [N_heldout] in 0-7."""
+        return np.asarray(self.factors @ np.array([4, 2, 1]), dtype=np.int64)
+
+    @classmethod
+    def open(cls, out_root: Path | str) -> LearnabilityDataset:
+        """The set `make_learnability_dataset(out_root, ...)` wrote."""
+        train = next((Path(out_root) / "train").glob("*/*/*"))
+        heldout = next((Path(out_root) / "heldout").glob("*/*/*"))
+        n = int(heldout.name)
+        return cls(train, heldout, _FACTOR_CODES[np.arange(n) % 8])
+
+
+def _cell_map(rng: np.random.Generator, cells: int, clustered: bool) -> np.ndarray:
+    """A bool [cells, cells] map, half True: one smooth region, or a near-checkerboard."""
+    n = cells * cells
+    if clustered:
+        yy, xx = np.mgrid[0:cells, 0:cells].astype(np.float64)
+        angle, shift = rng.uniform(0, 2 * np.pi, size=2)
+        field = np.cos(angle) * yy + np.sin(angle) * xx + 0.8 * np.cos(yy * 1.3 + xx + shift)
+        field += rng.normal(0, 0.05, size=field.shape)
+    else:
+        field = np.indices((cells, cells)).sum(0) % 2 + rng.normal(0, 0.05, size=(cells, cells))
+        flip = rng.choice(n, size=2, replace=False)  # swap one pair: not a perfect checkerboard
+        flat = field.reshape(-1)
+        flat[flip] = flat[flip[::-1]]
+    out = np.zeros(n, dtype=bool)
+    out[np.argsort(field.reshape(-1))[n // 2 :]] = True
+    return out.reshape(cells, cells)
+
+
+def _learnability_arrays(
+    rng: np.random.Generator,
+    factors: np.ndarray,
+    size: int,
+    cell: int,
+    steps: int,
+    phase_jitter: float,
+) -> dict[str, np.ndarray]:
+    """Sentinel-2 reflectance, Sentinel-1 dB and Landsat DNs [H, W, T, C] of one sample."""
+    phenology, texture, agreement = (bool(v) for v in factors)
+    cells = size // cell
+    maps = [_cell_map(rng, cells, bool(texture))]
+    maps.append(maps[0] if agreement else _cell_map(rng, cells, bool(texture)))
+    background, vegetation = _PAIRS[int(rng.integers(len(_PAIRS)))]
+    shift = rng.uniform(-phase_jitter, phase_jitter) / 12  # in years
+    season = np.sin(2 * np.pi * (1 + phenology) * (np.arange(steps) / steps + shift))
+    gain = rng.uniform(0.85, 1.15)
+    optical, radar = [], []
+    for veg_cells in maps:
+        veg = np.kron(veg_cells, np.ones((cell, cell), dtype=bool))[..., None, None]  # [H, W, 1, 1]
+        spectra = np.where(veg, np.array(_S2[vegetation]), np.array(_S2[background]))
+        swing = 1 + np.where(veg, _SEASON * season[:, None], 0.0)  # [H, W, T, 13]
+        refl = gain * spectra * swing + rng.normal(0, 40, size=(size, size, steps, 13))
+        optical.append(np.clip(refl, 1, 10000))
+        db = np.where(veg, np.array(_S1_DB[vegetation]), np.array(_S1_DB[background]))
+        db = db + np.where(veg, np.array([1.5, 2.5]) * season[:, None], 0.0)
+        radar.append(db + rng.normal(0, 0.8, size=(size, size, steps, 2)))
+    s2 = _upsample_bandsets(optical[0][..., :12].astype(np.float32), "sentinel2_l2a")
+    landsat = optical[1][..., _LANDSAT_FROM_S2] * 2.0 + 5000
+    landsat[..., 9:] = 22000 + rng.normal(0, 300, size=landsat[..., 9:].shape)
+    return {
+        "sentinel2_l2a": s2,
+        "sentinel1": radar[1].astype(np.float32),
+        "landsat": _upsample_bandsets(landsat.astype(np.float32), "landsat"),
+    }
+
+
+@dataclass(frozen=True)
+class LearnabilityOptions:
+    """How `make_learnability_dataset` renders its samples."""
+
+    size: int = 32
+    """Tile side in 10 m pixels."""
+    cell: int = 8
+    """Side of a land-cover cell in pixels (one token at patch size 8)."""
+    timesteps: tuple[int, ...] = (12,)
+    """Series lengths a sample draws from, each spread evenly over one year."""
+    phase_jitter: float = 1.0
+    """Green-up dates vary uniformly by up to this many months."""
+    missing_timestep_rate: float = 0.0
+    """Chance that a modality misses a timestep."""
+
+
+def _write_learnability_split(
+    root: Path,
+    factors: np.ndarray,
+    rng: np.random.Generator,
+    options: LearnabilityOptions,
+    compression: Compression,
+) -> None:
+    """One H5 directory with a sample per row of `factors`."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows, latlons = [], []
+    for i, f in enumerate(factors):
+        steps = int(rng.choice(np.asarray(options.timesteps)))
+        arrays = _learnability_arrays(
+            rng, f, options.size, options.cell, steps, options.phase_jitter
+        )
+        months = 1 + (np.arange(steps) * 12) // steps
+        year = int(rng.integers(2019, 2024))
+        timestamps = np.stack([np.full(steps, 15), months, np.full(steps, year)], 1)
+        data, present = {}, {}
+        for j, (name, arr) in enumerate(arrays.items()):
+            keep = rng.random(steps) >= options.missing_timestep_rate
+            if j == 0 and not keep.any():
+                keep[0] = True
+            if not keep.any():
+                continue
+            present[name] = keep
+            data[name] = arr[:, :, keep].astype(get_modality(name).dtype)
+        latlon = np.array([rng.uniform(-60, 70), rng.uniform(-180, 180)], dtype=np.float32)
+        write_sample(root / sample_filename(i), data, timestamps, latlon, present, compression)
+        rows.append((i, list(data)))
+        latlons.append(latlon)
+    write_metadata(root, rows, list(LEARNABILITY_MODALITIES), compression, np.stack(latlons))
+
+
+def make_learnability_dataset(
+    out_root: Path | str,
+    num_train: int = 1024,
+    num_heldout: int = 480,
+    *,
+    options: LearnabilityOptions | None = None,
+    seed: int = 0,
+) -> LearnabilityDataset:
+    """Write the learnability study's training set and labelled held-out set.
+
+    Every sample is a tile of Sentinel-2 L2A, Sentinel-1 and Landsat (12 monthly timesteps by
+    default, `LearnabilityOptions`) made of cells of a background and a vegetation cover, half
+    of the cells each. Three binary factors set its class, and none of them changes the
+    distribution of any band's per-sample mean:
+
+    - phenology: vegetation greens up once or twice a year (whole cycles, so the time mean is
+      the same);
+    - texture: the vegetation cells form one smooth region, or a near-checkerboard;
+    - agreement: Sentinel-1 and Landsat see the same cell map as Sentinel-2, or another map
+      of the same texture.
+
+    Nuisances shared by all classes: the cover pair, an optical gain in [0.85, 1.15], the
+    green-up date, pixel noise (and missing timesteps, if asked for). Classes are balanced in
+    both sets.
+    """
+    options = options or LearnabilityOptions()
+    compression = Compression("zstd", 3)
+    rng = np.random.default_rng(seed)
+    base = Path(out_root)
+    recipe = recipe_dirname(compression, options.size)
+    splits = {}
+    for split, n in (("train", num_train), ("heldout", num_heldout)):
+        factors = _FACTOR_CODES[np.arange(n) % 8]
+        if split == "train":
+            factors = factors[rng.permutation(n)]
+        root = base / split / recipe / dataset_dirname(LEARNABILITY_MODALITIES) / str(n)
+        _write_learnability_split(root, factors, rng, options, compression)
+        splits[split] = (root, factors)
+    return LearnabilityDataset(splits["train"][0], splits["heldout"][0], splits["heldout"][1])
