@@ -247,3 +247,54 @@ def _load(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_training_killed_after_an_epoch_resumes_exactly(tmp_path, encoder):
+    """SIGKILL once the first epoch's resume point exists; the re-run ends as if never killed.
+
+    A resume point must be the latest epoch (not the best one) and carry the random streams.
+    """
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root_dir = Path(__file__).resolve().parents[2]
+    project = finetune_project(tmp_path / "project", encoder)
+    args = ["run", "finetune", "project", "--scratch", "scratch", "--max-epochs", "4"]
+    args += ["--accelerator", "cpu", "--workers", "1", "--no-progress"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        shutil.copytree(project, folder / "project")
+    env = dict(os.environ, PYTHONPATH=str(root_dir))
+    cmd = [sys.executable, "-m", "helios.cli", *args]
+    subprocess.run([*cmd, "--steps", "prepare,build"], cwd=killed, env=env, check=True)
+    proc = subprocess.Popen(
+        [*cmd, "--steps", "train"], cwd=killed, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    last = killed / "scratch/finetune/checkpoints/last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.exists():
+        assert proc.poll() is None, "training ended before the kill"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd, cwd=killed, env=env, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=straight, env=env, check=True, capture_output=True)
+
+    a, b = (_tensors(f / "project/checkpoint.ckpt") for f in (straight, killed))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = (
+        json.loads((f / "scratch/finetune/result.json").read_text()) for f in (straight, killed)
+    )
+    assert ra["val"] == rb["val"] and ra["epochs"] == rb["epochs"] == 4

@@ -1,16 +1,13 @@
-"""Training callbacks: throughput and MFU, exact-resume RNG state, encoder export."""
+"""Training callbacks: throughput and MFU, encoder export (RNG state: `helios.rng_state`)."""
 
 from __future__ import annotations
 
-import ast
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
 from helios.nn.export import export_encoder
@@ -118,39 +115,6 @@ class ThroughputMonitor(L.Callback):
             pl_module.log_dict(metrics, rank_zero_only=True)
             self._reset()
             self._start = time.perf_counter()
-
-
-class RNGStateCallback(L.Callback):
-    """Saves and restores Python, NumPy and torch RNG states so a resumed run continues exactly."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """RNG states as tensors and plain values (weights_only-safe)."""
-        kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-        state: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [
-                kind,
-                torch.from_numpy(np.asarray(keys)),
-                float(pos),
-                float(has_gauss),
-                float(cached),
-            ],
-            "python": repr(random.getstate()),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the saved RNG states."""
-        torch.set_rng_state(state_dict["torch"])
-        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
-        np.random.set_state(
-            (kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached))
-        )
-        random.setstate(ast.literal_eval(state_dict["python"]))
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 class ExportEncoder(L.Callback):

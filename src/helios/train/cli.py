@@ -30,7 +30,8 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 import helios.data.masking  # noqa: F401  (short class names resolve for masking strategies)
 from helios.checkpoint import CheckpointError, check_checkpoint
 from helios.data.datamodule import PretrainDataModule
-from helios.train.callbacks import ExportEncoder, RNGStateCallback, ThroughputMonitor
+from helios.rng_state import RNGStateCallback
+from helios.train.callbacks import ExportEncoder, ThroughputMonitor
 from helios.train.pretrain import LatentMIM
 
 LAST_CHECKPOINT = "last.ckpt"

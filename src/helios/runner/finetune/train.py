@@ -32,6 +32,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from helios.rng_state import RNGStateCallback
 from helios.runner.core.fsutil import atomic_path, read_json, text_hash, write_json
 from helios.runner.finetune.labeled_data import LabeledWindowDataModule
 from helios.runner.predict.model import MODEL_CLASS_PATHS, RunnerModel
@@ -114,11 +115,19 @@ class TrainingJob:
 
 
 class FineTuneCLI(LightningCLI):
-    """LightningCLI with a `checkpoint` callback group that every fine-tune has."""
+    """LightningCLI with the callbacks every fine-tune has.
+
+    `checkpoint` keeps the best epoch (`best.ckpt`); `resume_checkpoint` writes `last.ckpt`
+    after every epoch (Lightning's `save_last` only follows the best checkpoint, so a kill
+    would resume from the best epoch, not the latest); `rng_state` saves the random streams
+    in both, so a resumed run continues exactly.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add the always-present checkpoint callback."""
+        """Add the always-present callbacks."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "resume_checkpoint")
+        parser.add_lightning_class_args(RNGStateCallback, "rng_state")
 
 
 def read_model_yaml(path: Path) -> dict[str, Any]:
@@ -166,13 +175,23 @@ def cli_config(
         if job.split_counts.get("val")
         else None
     )
+    ckpt_dir = str((job.run_dir / "checkpoints").resolve())
     checkpoint = {
-        "dirpath": str((job.run_dir / "checkpoints").resolve()),
+        "dirpath": ckpt_dir,
         "filename": "best",
         "monitor": monitor,
         "mode": "max",
-        "save_last": True,
+        "save_last": False,
         "save_top_k": 1,
+        "enable_version_counter": False,
+    }
+    resume = {  # the latest epoch, every epoch; `mode` only keeps its state key apart
+        "dirpath": ckpt_dir,
+        "filename": "last",
+        "monitor": None,
+        "mode": "min",
+        "save_top_k": 1,
+        "every_n_epochs": 1,
         "enable_version_counter": False,
     }
     return {
@@ -181,6 +200,7 @@ def cli_config(
         "data": data,
         "trainer": trainer,
         "checkpoint": checkpoint,
+        "resume_checkpoint": resume,
     }
 
 
