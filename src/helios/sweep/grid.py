@@ -5,7 +5,7 @@ name: demo
 output: sweeps/demo              # run folders, configs and commands go here
 models:
   - {kind: helios, path: runs/latent_mim_demo/encoder.pt, name: helios-demo}
-  - {kind: galileo, path: ../shared/fixtures/galileo_nano, name: galileo-nano, optional: true}
+  - {kind: galileo, path: tests/fixtures/galileo_nano, name: galileo-nano, optional: true}
   - {class_path: my_pkg.MyLoader, init_args: {path: weights.pt}}   # an EncoderLoader of yours
 tasks:
   - {name: demo-cloud-tiles, root: demo_data, protocols: [knn, linear_probe]}
