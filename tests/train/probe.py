@@ -50,3 +50,51 @@ class KillAt(L.Callback):
                 if isinstance(callback, LossRecorder):
                     callback.flush(trainer, pl_module)
             os._exit(137)
+
+
+class ValLossRecorder(L.Callback):
+    """Writes the validation loss of every validation run to <run>/val_losses.json."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.losses.append(float(trainer.callback_metrics["val/loss"]))
+            path = Path(trainer.default_root_dir) / "val_losses.json"
+            path.write_text(json.dumps(self.losses))
+
+
+def tiny_run(h5_dir, callbacks, num_workers=0, encoder=None, **trainer):
+    """A config delta over configs/latent_mim.yaml: a 32-wide 2-block encoder on `h5_dir`, CPU.
+
+    `callbacks` are class paths; `encoder` adds encoder options; `trainer` adds trainer keys.
+    """
+    return {
+        "model": {
+            "init_args": {
+                "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 4, **(encoder or {})},
+                "predictor_depth": 1,
+                "warmup_steps": 2,
+            }
+        },
+        "data": {
+            "init_args": {
+                "h5_dir": str(h5_dir),
+                "norm_stats": None,
+                "batch_size": 4,
+                "crop_tokens": [2, 4],
+                "patch_sizes": [2, 4, 8],
+                "val_samples": 4,
+                "num_workers": num_workers,
+            }
+        },
+        "trainer": {
+            "logger": False,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+            "devices": 1,
+            **trainer,
+            "callbacks": [{"class_path": c} for c in callbacks],
+        },
+    }

@@ -10,29 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 import yaml
 
 from helios.cli import main
 from helios.data.synthetic import make_synthetic_dataset
+from tests.train.probe import tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
 MODS = ("sentinel2_l2a", "sentinel1", "srtm")
-
-
-class ValLossRecorder(L.Callback):
-    """Writes the validation loss of every validation run to <run>/val_losses.json."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.losses.append(float(trainer.callback_metrics["val/loss"]))
-            path = Path(trainer.default_root_dir) / "val_losses.json"
-            path.write_text(json.dumps(self.losses))
 
 
 @pytest.fixture(scope="module")
@@ -44,39 +31,11 @@ def syn(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def _config(tmp_path: Path, syn: Any) -> Path:
     """A tiny run with two loader workers, two masked views and validation every 2 steps."""
-    cfg = {
-        "model": {
-            "init_args": {
-                "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 4, "drop_path": 0.1},
-                "predictor_depth": 1,
-                "warmup_steps": 2,
-            }
-        },
-        "data": {
-            "init_args": {
-                "h5_dir": str(syn.root),
-                "norm_stats": None,
-                "batch_size": 4,
-                "crop_tokens": [2, 4],
-                "patch_sizes": [2, 4, 8],
-                "val_samples": 4,
-                "num_workers": 2,
-            }
-        },
-        "trainer": {
-            "logger": False,
-            "enable_progress_bar": False,
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_steps": 5,
-            "val_check_interval": 2,
-            "limit_val_batches": 1,
-            "callbacks": [
-                {"class_path": "tests.train.probe.LossRecorder"},
-                {"class_path": "tests.train.test_determinism.ValLossRecorder"},
-            ],
-        },
-    }
+    callbacks = ["tests.train.probe.LossRecorder", "tests.train.probe.ValLossRecorder"]
+    cfg = tiny_run(
+        syn.root, callbacks, num_workers=2, encoder={"drop_path": 0.1},
+        max_steps=5, val_check_interval=2, limit_val_batches=1,
+    )  # fmt: skip
     path = tmp_path / "determinism.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

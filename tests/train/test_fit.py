@@ -15,6 +15,7 @@ from helios.cli import main
 from helios.data.synthetic import make_synthetic_dataset
 from helios.nn.export import load_encoder
 from tests.test_checkpoint import write_malicious_checkpoint
+from tests.train.probe import tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -30,40 +31,9 @@ def syn(tmp_path_factory):
 
 def _tiny(tmp_path: Path, syn, **extra) -> Path:
     """A config delta: tiny model, synthetic data, CPU, a probe callback."""
-    cfg = {
-        "model": {
-            "init_args": {
-                "encoder": {"embed_dim": 32, "depth": 2, "num_heads": 4},
-                "predictor_depth": 1,
-                "warmup_steps": 2,
-            }
-        },
-        "data": {
-            "init_args": {
-                "h5_dir": str(syn.root),
-                "norm_stats": None,
-                "batch_size": 4,
-                "crop_tokens": [2, 4],
-                "patch_sizes": [2, 4, 8],
-                "val_samples": 4,
-                "num_workers": 0,
-            }
-        },
-        "trainer": {
-            "logger": False,
-            "enable_progress_bar": False,
-            "accelerator": "cpu",
-            "devices": 1,
-            "callbacks": [
-                {"class_path": "tests.train.probe.LossRecorder"},
-                {"class_path": "tests.train.probe.KillAt"},
-            ],
-        },
-    }
-    for key, value in extra.items():
-        cfg["trainer"][key] = value
+    callbacks = ["tests.train.probe.LossRecorder", "tests.train.probe.KillAt"]
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(tiny_run(syn.root, callbacks, **extra)))
     return path
 
 
