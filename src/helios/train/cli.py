@@ -1,13 +1,13 @@
 """`helios fit | validate | test | predict`: LightningCLI around `LatentMIM` and the data modules.
 
 Configs compose with repeated `--config` (base + model size + data + trainer deltas). Every run
-lives in a run folder, which holds
-the resolved config, `checkpoints/` and, after fit, `encoder.pt`. A `fit` whose run folder already
-holds `checkpoints/last.ckpt` resumes from it by itself, so a preempted job that is simply
-restarted continues where it stopped. The run folder is `$HELIOS_RUN_DIR` when it is set (the
-Beaker launcher sets it to the job's persistent folder), over any config file's
-`trainer.default_root_dir`; else the configs' `trainer.default_root_dir`, else `runs/default`.
-A `--trainer.default_root_dir` flag after the configs still wins.
+lives in a run folder, which holds the resolved config, `checkpoints/` and, after fit,
+`encoder.pt`. A `fit` whose run folder already holds `checkpoints/last.ckpt` resumes from it by
+itself, so a preempted job that is simply restarted continues where it stopped. The run folder
+is `$HELIOS_RUN_DIR` when it is set (the Beaker launcher sets it to the job's persistent
+folder), over any config file's `trainer.default_root_dir`; else the configs'
+`trainer.default_root_dir`, else `runs/default`. A `--trainer.default_root_dir` flag after the
+configs still wins.
 
 Every checkpoint a subcommand reads (`--ckpt_path`, or the automatic resume) is vetted by
 `helios.checkpoint.check_checkpoint` first and then loaded by Lightning with
@@ -41,9 +41,8 @@ class ResumeCheckpoint(ModelCheckpoint):
     """The run folder's `checkpoints/last.ckpt`, written every `--checkpoint_every` steps."""
 
 
-def run_dir_default() -> str:
-    """The run folder: `$HELIOS_RUN_DIR` if set, else `runs/default`."""
-    return os.environ.get("HELIOS_RUN_DIR", "runs/default")
+DEFAULT_RUN_DIR = "runs/default"
+"""The run folder when neither `$HELIOS_RUN_DIR` nor a config names one."""
 
 
 def with_run_dir(args: list[str], environ: Any = None) -> list[str]:
@@ -130,7 +129,7 @@ class HeliosCLI(LightningCLI):
 def trainer_defaults() -> dict[str, Any]:
     """Defaults every run gets unless its config says otherwise."""
     return {
-        "default_root_dir": run_dir_default(),
+        "default_root_dir": DEFAULT_RUN_DIR,
         "use_distributed_sampler": False,  # PlannedBatchSampler shards by rank itself
         "callbacks": [
             ResumeCheckpoint(save_last=True, every_n_train_steps=100, save_top_k=0),
