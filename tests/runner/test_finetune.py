@@ -261,10 +261,10 @@ def test_training_killed_after_an_epoch_resumes_exactly(tmp_path, encoder):
     """
     import os
     import shutil
-    import signal
     import subprocess
     import sys
-    import time
+
+    from tests.killing import kill_when
 
     root_dir = Path(__file__).resolve().parents[2]
     project = finetune_project(tmp_path / "project", encoder)
@@ -276,18 +276,8 @@ def test_training_killed_after_an_epoch_resumes_exactly(tmp_path, encoder):
     env = dict(os.environ, PYTHONPATH=str(root_dir))
     cmd = [sys.executable, "-m", "helios.cli", *args]
     subprocess.run([*cmd, "--steps", "prepare,build"], cwd=killed, env=env, check=True)
-    proc = subprocess.Popen(
-        [*cmd, "--steps", "train"], cwd=killed, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     last = killed / "scratch/finetune/checkpoints/last.ckpt"
-    deadline = time.monotonic() + 600
-    while not last.exists():
-        assert proc.poll() is None, "training ended before the kill"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when([*cmd, "--steps", "train"], last.exists, cwd=killed)
     subprocess.run(cmd, cwd=killed, env=env, check=True, capture_output=True)
     subprocess.run(cmd, cwd=straight, env=env, check=True, capture_output=True)
 

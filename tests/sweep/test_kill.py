@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +11,7 @@ import pytest
 import yaml
 
 from helios.cli import main
+from tests.killing import kill_when
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLATILE = ("seconds", "output")
@@ -46,26 +43,6 @@ def _results(folder: Path) -> dict[str, Any]:
     return out
 
 
-def _kill_when(command: list[str], done: Any, timeout: float = 600) -> None:
-    """Start `command` in its own session; SIGKILL the whole group once `done()` holds."""
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert proc.poll() is None, "the sweep finished before the kill"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_to_the_same_results(tmp_path, demo_build, tiny_encoder_file):
     demo = demo_build.out
@@ -78,7 +55,7 @@ def test_a_killed_sweep_resumes_to_the_same_results(tmp_path, demo_build, tiny_e
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "helios.cli", "sweep", str(killed)]
     # killed while its second run works: the first one's results.json exists
-    _kill_when(command, lambda: len(list(out.rglob("results.json"))) >= 1)
+    kill_when(command, lambda: len(list(out.rglob("results.json"))) >= 1)
     finished = len(list(out.rglob("results.json")))
     assert finished < 3
     assert main(["sweep", str(killed)]) == 0
