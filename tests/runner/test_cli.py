@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 
@@ -163,8 +164,6 @@ def test_steps_need_a_partition_first(project_dir, tmp_path, capsys):
 
 def test_partition_takes_no_partition_ids(project_dir, tmp_path, capsys):
     """`partition` makes the partitions from every request: a filter it would ignore is refused."""
-    import pytest
-
     with pytest.raises(SystemExit) as exit_info:
         main(
             [
