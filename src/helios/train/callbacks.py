@@ -1,4 +1,4 @@
-"""Training callbacks: throughput and MFU, encoder export (RNG state: `helios.rng_state`)."""
+"""Training callbacks: throughput and MFU, encoder export (resume state: `helios.resume`)."""
 
 from __future__ import annotations
 

@@ -24,21 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import helios.data.masking  # noqa: F401  (short class names resolve for masking strategies)
 from helios.checkpoint import CheckpointError, check_checkpoint
 from helios.data.datamodule import PretrainDataModule
-from helios.rng_state import RNGStateCallback
+from helios.resume import ResumeCheckpoint, RNGStateCallback
 from helios.train.callbacks import ExportEncoder, ThroughputMonitor
 from helios.train.pretrain import LatentMIM
 
 LAST_CHECKPOINT = "last.ckpt"
-
-
-class ResumeCheckpoint(ModelCheckpoint):
-    """The run folder's `checkpoints/last.ckpt`, written every `--checkpoint_every` steps."""
 
 
 DEFAULT_RUN_DIR = "runs/default"

@@ -32,7 +32,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from helios.rng_state import RNGStateCallback
+from helios.resume import ResumeCheckpoint, RNGStateCallback
 from helios.runner.core.fsutil import atomic_path, read_json, text_hash, write_json
 from helios.runner.finetune.labeled_data import LabeledWindowDataModule
 from helios.runner.predict.model import MODEL_CLASS_PATHS, RunnerModel
@@ -126,7 +126,7 @@ class FineTuneCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add the always-present callbacks."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "resume_checkpoint")
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume_checkpoint")
         parser.add_lightning_class_args(RNGStateCallback, "rng_state")
 
 
@@ -185,11 +185,10 @@ def cli_config(
         "save_top_k": 1,
         "enable_version_counter": False,
     }
-    resume = {  # the latest epoch, every epoch; `mode` only keeps its state key apart
+    resume = {  # the latest epoch, every epoch
         "dirpath": ckpt_dir,
         "filename": "last",
         "monitor": None,
-        "mode": "min",
         "save_top_k": 1,
         "every_n_epochs": 1,
         "enable_version_counter": False,

@@ -1,4 +1,4 @@
-"""Random-number state in checkpoints, so a resumed run continues exactly.
+"""What a run needs to resume exactly: a resume-point checkpoint and the random streams.
 
 Shared by pretraining (`helios.train`) and the runner's fine-tuning, which must not import
 each other.
@@ -13,8 +13,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-__all__ = ["RNGStateCallback"]
+__all__ = ["RNGStateCallback", "ResumeCheckpoint"]
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """The run's resume point, `last.ckpt`: a checkpoint of its own, apart from any best one.
+
+    Its class name keeps its state apart from other `ModelCheckpoint`s in a checkpoint.
+    """
 
 
 class RNGStateCallback(L.Callback):
