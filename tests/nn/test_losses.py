@@ -8,12 +8,14 @@ from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.sample import MaskValue
 from helios.nn.losses import (
     PixelHead,
+    covariance_loss,
     info_nce_loss,
     mae_loss,
     modality_patch_discrimination_loss,
     patch_discrimination_loss,
     patchify,
     select_tokens,
+    variance_loss,
 )
 from tests.nn.conftest import ALL_MODALITIES, data_shape
 
@@ -162,3 +164,24 @@ def test_select_tokens() -> None:
     masks = {"a": torch.tensor([2, 0, 1, 2, 0, 0, 2, 3], dtype=torch.int8).view(2, 2, 1, 1, 2)}
     rows, index = select_tokens(tokens, masks, MaskValue.DECODER)
     assert rows[:, 0].tolist() == [0.0, 3.0, 6.0] and index.tolist() == [0, 0, 1]
+
+
+def test_variance_term_is_zero_when_every_dimension_is_spread_and_grows_as_one_collapses():
+    torch.manual_seed(0)
+    spread = torch.randn(4096, 8) * 2.0
+    assert float(variance_loss(spread)) == 0.0
+    collapsed = spread.clone()
+    collapsed[:, 3] = 0.5  # one dimension constant: relu(1 - sqrt(eps)) / 8
+    torch.testing.assert_close(variance_loss(collapsed), torch.tensor((1 - 1e-2) / 8))
+    z = torch.zeros(16, 4, requires_grad=True)
+    variance_loss(z + torch.arange(16.0)[:, None] * 1e-3).backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_covariance_term_counts_only_off_diagonal_covariance():
+    torch.manual_seed(0)
+    x = torch.randn(20000, 3)
+    assert float(covariance_loss(x * torch.tensor([1.0, 5.0, 0.1]))) < 0.02  # variances: free
+    a = torch.randn(20000, 1)
+    y = torch.cat([a, a, torch.randn(20000, 1)], dim=1)  # cov(0, 1) = 1: 2 * 1^2 / 3
+    torch.testing.assert_close(covariance_loss(y), torch.tensor(2 / 3), atol=0.03, rtol=0)

@@ -23,12 +23,14 @@ import torch
 from helios.data.sample import MaskValue
 from helios.nn.export import EncoderConfig
 from helios.nn.losses import (
+    covariance_loss,
     info_nce_loss,
     mae_loss,
     modality_patch_discrimination_loss,
     patch_discrimination_loss,
     patchify,
     select_tokens,
+    variance_loss,
 )
 from helios.train.pretrain import EMATarget, LatentMIM, PatchDiscrimination
 
@@ -225,6 +227,30 @@ def test_step_loss_is_mean_of_views_plus_weighted_info_nce(monkeypatch: pytest.M
     torch.testing.assert_close(loss, expected)
 
 
+def test_variance_and_covariance_terms_add_to_the_step_loss_on_every_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off by default (the reference has neither); on, weighted, over both views' pooled rows."""
+    assert tiny_model().variance_weight == tiny_model().covariance_weight == 0.0
+    model = tiny_model(contrastive_weight=0.0, variance_weight=2.0, covariance_weight=0.5)
+    pooled = [torch.randn(3, 16), torch.randn(3, 16)]
+    views = iter(range(2))
+
+    def fake_view_loss(batch: Any, view: int) -> tuple[torch.Tensor, Any, int]:
+        v = next(views)
+        return torch.tensor(1.0), SimpleNamespace(pool=lambda how, v=v: pooled[v]), 4
+
+    monkeypatch.setattr(model, "_view_loss", fake_view_loss)
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    batch = SimpleNamespace(
+        num_views=2, batch_size=3, num_tokens=lambda v: dict.fromkeys(MaskValue, 0)
+    )
+    loss = model._step(batch, "train")  # type: ignore[arg-type]
+    both = torch.cat(pooled)
+    expected = 1.0 + 2.0 * variance_loss(both) + 0.5 * covariance_loss(both)
+    torch.testing.assert_close(loss, expected)
+
+
 def test_ema_update_is_the_reference_rule() -> None:
     """Decay moves linearly from start to end over the run; t <- d t + (1 - d) online."""
     model = tiny_model(target="ema", ema_decay=(0.9, 1.0))
@@ -246,3 +272,26 @@ def test_ema_update_is_the_reference_rule() -> None:
     for t, t0, o in zip(target.parameters(), before, online):
         torch.testing.assert_close(t, decay * t0 + (1 - decay) * o)
     assert math.isclose(decay, 0.94)
+
+
+def test_spread_on_tokens_sees_every_visible_token_of_every_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from helios.nn.api import TokensAndMasks
+
+    model = tiny_model(contrastive_weight=0.0, variance_weight=1.0, spread_on="tokens")
+    tok = torch.randn(2, 2, 2, 1, 1, 16)
+    masks = torch.full((2, 2, 2, 1, 1), int(MaskValue.DECODER), dtype=torch.int8)
+    masks[0, 0, 0] = masks[1, 1, 1] = masks[1, 0, 1] = int(MaskValue.ENCODER)
+    encoded = TokensAndMasks({"sentinel2_l2a": tok}, {"sentinel2_l2a": masks})
+    (visible,) = encoded.visible()
+    torch.testing.assert_close(
+        visible, torch.stack([tok[0, 0, 0, 0, 0], tok[1, 0, 1, 0, 0], tok[1, 1, 1, 0, 0]])
+    )
+    monkeypatch.setattr(model, "_view_loss", lambda batch, view: (torch.tensor(0.0), encoded, 1))
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    batch = SimpleNamespace(
+        num_views=2, batch_size=2, num_tokens=lambda v: dict.fromkeys(MaskValue, 0)
+    )
+    loss = model._step(batch, "train")  # type: ignore[arg-type]
+    torch.testing.assert_close(loss, variance_loss(torch.cat([visible, visible])))

@@ -15,7 +15,7 @@ Pretraining, evals, fine-tuning and prediction all go through it:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -27,6 +27,7 @@ from helios.data.modalities import MISSING_VALUE, get_modality
 from helios.data.sample import LabeledSample, MaskedBatch, MaskValue, Sample
 
 if TYPE_CHECKING:
+    from helios.data.augment import ViewAugmentation
     from helios.data.masking import MaskingStrategy
     from helios.data.normalize import Normalizer
 
@@ -129,6 +130,8 @@ class TokenizedSample:
     """The sample's id in the batch (`MaskedBatch.sample_ids`)."""
     patch_size: int
     """Patch size in 10 m pixels the token masks were made for."""
+    view_data: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Per view, its own augmented `data` (empty: every view reads `data`)."""
 
 
 class SampleTokenizer:
@@ -141,6 +144,8 @@ class SampleTokenizer:
         masking: MaskingStrategy,
         num_views: int = 1,
         center_crop: bool = False,
+        augmentation: ViewAugmentation | None = None,
+        view_crops: bool = False,
     ) -> None:
         """Configure the tokenizer.
 
@@ -150,8 +155,13 @@ class SampleTokenizer:
             masking: Masking strategy of each view.
             num_views: Independently masked views per sample.
             center_crop: Centred crops instead of random ones.
+            augmentation: draws each view's own values (`TokenizedSample.view_data`);
+                without one the views share `data`.
+            view_crops: each view draws its own crop (of the plan's size; same time window).
 
         """
+        self.augmentation = augmentation
+        self.view_crops = view_crops
         self.center_crop = center_crop
         self.modalities = list(modalities)
         self.normalizer = normalizer
@@ -166,35 +176,76 @@ class SampleTokenizer:
         size = sample.ref_size()
         if size and size < crop:
             raise ValueError(f"{sample.source}: sample is {size} px, smaller than the crop {crop}")
-        if self.center_crop:
-            y0 = x0 = (size - crop) // 2 if size else 0
-        else:
-            y0 = int(rng.integers(0, size - crop + 1)) if size else 0
-            x0 = int(rng.integers(0, size - crop + 1)) if size else 0
+        offset = self._offset(size, crop, rng)
         t_full = sample.num_timesteps
         t = plan.num_timesteps
         steps = np.arange(t) + self._time_start(sample, t, rng) if t_full else np.arange(t)
 
+        raw, data, tokens = self._cut(sample, offset, crop, steps, plan)
+        cuts = [(raw, data)]
+        views = [self.masking(tokens, rng)]
+        for _ in range(1, self.num_views):
+            if self.view_crops:  # the view's own crop, then its mask
+                raw_v, data_v, tokens_v = self._cut(
+                    sample, self._offset(size, crop, rng), crop, steps, plan
+                )
+                cuts.append((raw_v, data_v))
+                views.append(self.masking(tokens_v, rng))
+            else:
+                cuts.append((raw, data))
+                views.append(self.masking(tokens, rng))
+        view_data = []
+        if self.augmentation is not None or self.view_crops:
+            for raw_v, data_v in cuts:
+                if self.augmentation is not None:
+                    changed = self.augmentation(raw_v, rng)
+                    data_v = {n: self.normalizer(n, changed[n]) if n in changed else a
+                              for n, a in data_v.items()}  # fmt: skip
+                view_data.append(data_v)
+            data = view_data[0]
+        ts = (
+            sample.timestamps[np.minimum(steps, t_full - 1)]
+            if t_full
+            else np.zeros((t, 3), np.int32)
+        )
+        return TokenizedSample(
+            data, views, ts, sample.latlon, index, plan.patch_size, view_data=view_data
+        )
+
+    def _offset(self, size: int, crop: int, rng: np.random.Generator) -> tuple[int, int]:
+        """Top-left corner (y0, x0) of a crop: centred, or drawn from `rng`."""
+        if self.center_crop:
+            y0 = x0 = (size - crop) // 2 if size else 0
+            return y0, x0
+        y0 = int(rng.integers(0, size - crop + 1)) if size else 0
+        x0 = int(rng.integers(0, size - crop + 1)) if size else 0
+        return y0, x0
+
+    def _cut(
+        self,
+        sample: Sample,
+        offset: tuple[int, int],
+        crop: int,
+        steps: np.ndarray,
+        plan: BatchPlan,
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(raw, normalized, token availability) of every modality for one crop."""
+        raw: dict[str, np.ndarray] = {}
         data: dict[str, np.ndarray] = {}
         tokens: dict[str, np.ndarray] = {}
         for name in self.modalities:
             spec = get_modality(name)
             side = crop * spec.pixels_per_ref_pixel if spec.is_spatial else 1
             if name in sample.arrays:
-                arr = sample.window(name, y0, x0, crop, steps if spec.is_multitemporal else None)
-                out = self.normalizer(name, to_5d(name, arr))
+                arr = sample.window(name, *offset, crop, steps if spec.is_multitemporal else None)
+                raw[name] = to_5d(name, arr)
+                out = self.normalizer(name, raw[name])
             else:
-                t_m = t if spec.is_multitemporal else 1
+                t_m = len(steps) if spec.is_multitemporal else 1
                 out = np.full((side, side, t_m, spec.num_bands), MISSING_VALUE, dtype=np.float32)
             data[name] = out
             tokens[name] = token_missing(name, out, plan.patch_size)
-        views = [self.masking(tokens, rng) for _ in range(self.num_views)]
-        ts = (
-            sample.timestamps[np.minimum(steps, t_full - 1)]
-            if t_full
-            else np.zeros((t, 3), np.int32)
-        )
-        return TokenizedSample(data, views, ts, sample.latlon, index, plan.patch_size)
+        return raw, data, tokens
 
     def _time_start(self, sample: Sample, t: int, rng: np.random.Generator) -> int:
         """A random window start whose window holds at least one present step, if any does."""
@@ -220,9 +271,14 @@ def collate(items: Sequence[TokenizedSample]) -> MaskedBatch:
         {n: torch.from_numpy(np.stack([it.views[v][n] for it in items])) for n in names}
         for v in range(len(items[0].views))
     ]
+    view_data = [
+        {n: torch.from_numpy(np.stack([it.view_data[v][n] for it in items])) for n in names}
+        for v in range(len(items[0].view_data))
+    ]
     return MaskedBatch(
         data=data,
         masks=views,
+        view_data=view_data,
         timestamps=torch.from_numpy(np.stack([it.timestamps for it in items]).astype(np.int64)),
         latlon=torch.from_numpy(np.stack([it.latlon for it in items]).astype(np.float32)),
         patch_size=int(items[0].patch_size),

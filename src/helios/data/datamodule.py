@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from helios.data.augment import ViewAugmentation
 from helios.data.batching import (
     BatchPlan,
     SampleTokenizer,
@@ -149,6 +150,8 @@ class PretrainDataModule(L.LightningDataModule):
         max_timesteps: int = 12,
         masking: MaskingStrategy | None = None,
         num_views: int = 1,
+        augmentation: ViewAugmentation | None = None,
+        view_crops: bool = False,
         norm_stats: str | None = None,
         val_samples: int = 0,
         num_workers: int = 2,
@@ -167,6 +170,9 @@ class PretrainDataModule(L.LightningDataModule):
             max_timesteps: upper bound on timesteps per sample.
             masking: masking strategy (default random, 50% encode / 50% decode).
             num_views: independently masked views per sample (2 for contrastive losses).
+            augmentation: gives each view its own values (`helios.data.augment`, such as
+                `GainJitter`); default none: views differ in their masks only.
+            view_crops: each view draws its own crop (default: the views share one crop).
             norm_stats: JSON from `helios data stats`; modalities without stats use fixed ranges.
             val_samples: hold out the last N samples for validation.
             num_workers: DataLoader worker processes.
@@ -175,7 +181,8 @@ class PretrainDataModule(L.LightningDataModule):
 
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["masking", "modalities"])  # the model logs modalities
+        # the model logs modalities; masking and augmentation are objects, not plain values
+        self.save_hyperparameters(ignore=["masking", "augmentation", "modalities"])
         self.h5_dir = h5_dir
         self.modalities = modalities
         self.batch_size = batch_size
@@ -187,6 +194,8 @@ class PretrainDataModule(L.LightningDataModule):
         self.max_timesteps = max_timesteps
         self.masking = masking or RandomMasking()
         self.num_views = num_views
+        self.augmentation = augmentation
+        self.view_crops = view_crops
         self.norm_stats = norm_stats
         self.val_samples = val_samples
         self.num_workers = num_workers
@@ -252,7 +261,14 @@ class PretrainDataModule(L.LightningDataModule):
         self.setup()
         assert self._base is not None and self.modalities is not None
         base = self._base.subset(subset)
-        tokenizer = SampleTokenizer(self.modalities, self.normalizer, self.masking, self.num_views)
+        tokenizer = SampleTokenizer(
+            self.modalities,
+            self.normalizer,
+            self.masking,
+            self.num_views,
+            augmentation=self.augmentation,
+            view_crops=self.view_crops,
+        )
         rank, world = self._rank_world()
         sampler = PlannedBatchSampler(
             len(base),

@@ -160,6 +160,12 @@ class MaskedBatch:
     """Patch size in 10 m pixels for this batch."""
     sample_ids: list[int] = field(default_factory=list)
     """H5 sample numbers (`sample_{i}.h5`) of the samples, in batch order."""
+    view_data: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    """Per view, its own augmented values (`helios.data.augment`); empty: views share `data`."""
+
+    def inputs(self, view: int = 0) -> dict[str, torch.Tensor]:
+        """The values a view's tokens are made from: its own `view_data`, else `data`."""
+        return self.view_data[view] if self.view_data else self.data
 
     @property
     def batch_size(self) -> int:
@@ -180,6 +186,9 @@ class MaskedBatch:
             latlon=self.latlon.to(device, non_blocking=True),
             patch_size=self.patch_size,
             sample_ids=list(self.sample_ids),
+            view_data=[
+                {k: v.to(device, non_blocking=True) for k, v in d.items()} for d in self.view_data
+            ],  # fmt: skip
         )
 
     def pin_memory(self) -> MaskedBatch:
@@ -191,6 +200,7 @@ class MaskedBatch:
             latlon=self.latlon.pin_memory(),
             patch_size=self.patch_size,
             sample_ids=list(self.sample_ids),
+            view_data=[{k: v.pin_memory() for k, v in d.items()} for d in self.view_data],
         )
 
     def num_tokens(self, view: int = 0) -> dict[MaskValue, int]:

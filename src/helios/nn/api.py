@@ -36,6 +36,10 @@ class TokensAndMasks:
         """Width D of the tokens."""
         return int(next(iter(self.tokens.values())).shape[-1])
 
+    def visible(self) -> list[Tensor]:
+        """Per modality, the [N, D] embeddings of its visible (ENCODER) tokens."""
+        return [tok[self.masks[n] == MaskValue.ENCODER] for n, tok in self.tokens.items()]
+
     def pool(self, how: PoolMode = "mean", spatial: bool = False) -> Tensor:
         """Pool the visible (ENCODER) tokens.
 

@@ -211,7 +211,8 @@ class FlexiEncoder(Encoder):
         """
         masks = select_masks(batch, view, self.modalities)
         patch_size = batch.patch_size
-        tokens = self.token_embedding({m: batch.data[m] for m in masks}, patch_size)
+        inputs = batch.inputs(view)
+        tokens = self.token_embedding({m: inputs[m] for m in masks}, patch_size)
         for m, t in tokens.items():
             if t.shape[:-1] != masks[m].shape:
                 raise ValueError(

@@ -16,6 +16,8 @@ values, docs/training.md lists the differences).
   ``ModalityPatchDiscriminationLoss``, the OlmoEarth v1 recipe's loss).
 - `info_nce_loss`: InfoNCE between two pooled views, one direction (a -> b) as upstream's
   ``InfoNCELoss``, or symmetric.
+- `variance_loss`, `covariance_loss`: VICReg's variance and covariance terms (Bardes et al.
+  2022) on pooled encodings; not in the reference, off by default (`LatentMIM`).
 - `mae_loss`, `patchify`, `PixelHead`: the pixel-reconstruction (MAE) alternative.
 """
 
@@ -164,6 +166,27 @@ def info_nce_loss(z1: Tensor, z2: Tensor, tau: float = 0.1, symmetric: bool = Fa
         if not symmetric:
             return forward
         return 0.5 * (forward + F.cross_entropy(logits.T, labels))
+
+
+def variance_loss(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """VICReg's variance term: mean over dimensions of relu(gamma - std) across the rows of z.
+
+    Keeps every dimension of the [N, D] encodings spread over the batch, so no few directions
+    (overall brightness, say) carry all of the variance.
+    """
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        std = torch.sqrt(z.float().var(dim=0) + eps)
+        return F.relu(gamma - std).mean()
+
+
+def covariance_loss(z: Tensor) -> Tensor:
+    """VICReg's covariance term: squared off-diagonal covariances of [N, D] z, summed, over D."""
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        x = z.float() - z.float().mean(dim=0)
+        n, d = x.shape
+        cov = x.T @ x / max(n - 1, 1)
+        off = cov - torch.diag(torch.diagonal(cov))
+        return off.square().sum() / d
 
 
 def mae_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -40,11 +40,13 @@ from helios.nn.encoder import FlexiEncoder
 from helios.nn.export import EncoderConfig, ExportedEncoder, load_encoder
 from helios.nn.losses import (
     PixelHead,
+    covariance_loss,
     info_nce_loss,
     mae_loss,
     modality_patch_discrimination_loss,
     patch_discrimination_loss,
     patchify,
+    variance_loss,
 )
 from helios.nn.predictor import Predictor
 
@@ -139,7 +141,7 @@ class RandomProjectionTarget(Target):
 
     def targets(self, network: nn.Module, batch: MaskedBatch, view: int) -> dict[str, Tensor]:
         """The projection of every token."""
-        out: dict[str, Tensor] = network(batch.data, batch.patch_size)
+        out: dict[str, Tensor] = network(batch.inputs(view), batch.patch_size)
         return out
 
 
@@ -231,7 +233,7 @@ class PixelReconstruction(Objective):
         masks = batch.masks[view]
         head = model.get_submodule("pixel_head")
         pixels = head(decoded, batch.patch_size)
-        targets = patchify(batch.data, batch.patch_size)
+        targets = patchify(batch.inputs(view), batch.patch_size)
         # pixel patches differ in size between modalities: compare them flattened
         pred = torch.cat([pixels[n][masks[n] == MaskValue.DECODER].flatten() for n in pixels])
         tgt = torch.cat([targets[n][masks[n] == MaskValue.DECODER].flatten() for n in pixels])
@@ -255,7 +257,7 @@ TARGETS: dict[str, type[Target]] = {
 class LatentMIM(L.LightningModule):
     """Pretrains a `FlexiEncoder` with latent masked image modelling."""
 
-    def __init__(
+    def __init__(  # size: one documented argument per hyperparameter, shown by --help
         self,
         modalities: list[str] | None = None,
         encoder: EncoderConfig | None = None,
@@ -270,6 +272,9 @@ class LatentMIM(L.LightningModule):
         contrastive_weight: float = 0.1,
         contrastive_head: bool = True,
         contrastive_symmetric: bool = False,
+        variance_weight: float = 0.0,
+        covariance_weight: float = 0.0,
+        spread_on: Literal["pooled", "tokens"] = "pooled",
         lr: float = 1e-4,
         weight_decay: float = 0.02,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -297,6 +302,11 @@ class LatentMIM(L.LightningModule):
             contrastive_head: pass the pooled encodings through a trainable Linear(D, D) before
                 InfoNCE, as the reference does (used only for the loss, never exported).
             contrastive_symmetric: average InfoNCE over both directions (reference: a -> b).
+            variance_weight: weight of VICReg's variance term on the pooled encodings of
+                every view (not in the reference; 0: off).
+            covariance_weight: weight of VICReg's covariance term on them (0: off).
+            spread_on: what the two terms see: the pooled encodings of every view, or every
+                encoded token of every view.
             lr: peak learning rate (AdamW).
             weight_decay: AdamW weight decay (not applied to norms, biases or embeddings).
             betas: AdamW betas.
@@ -332,6 +342,8 @@ class LatentMIM(L.LightningModule):
         self.negatives, self.scale_by_tau = negatives, scale_by_tau
         self.contrastive_weight = contrastive_weight
         self.contrastive_symmetric = contrastive_symmetric
+        self.variance_weight, self.covariance_weight = variance_weight, covariance_weight
+        self.spread_on = spread_on
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
 
@@ -384,38 +396,28 @@ class LatentMIM(L.LightningModule):
         return loss, encoded, n_dec
 
     def _step(self, batch: MaskedBatch, stage: str) -> Tensor:
-        losses, pooled, decoded = [], [], 0
+        losses, pooled, spread, decoded = [], [], [], 0
         for v in range(batch.num_views):
             loss, encoded, n = self._view_loss(batch, v)
             losses.append(loss)
             decoded += n
             pooled.append(encoded.pool("mean"))
-        loss = torch.stack(losses).mean()
-        self.log(
-            f"{stage}/mim_loss",
-            loss,
-            prog_bar=stage == "train",
-            batch_size=batch.batch_size,
-            sync_dist=stage != "train",
-        )
+            spread += [pooled[-1]] if self.spread_on == "pooled" else encoded.visible()
+        loss = self._log(stage, "mim", torch.stack(losses).mean(), batch, stage == "train")
         if batch.num_views >= 2 and self.contrastive_weight > 0:
             head = getattr(self, "contrastive_head", None)
             a, b = (pooled[0], pooled[1]) if head is None else (head(pooled[0]), head(pooled[1]))
             contrastive = info_nce_loss(a, b, tau=self.tau, symmetric=self.contrastive_symmetric)
-            self.log(
-                f"{stage}/contrastive_loss",
-                contrastive,
-                batch_size=batch.batch_size,
-                sync_dist=stage != "train",
+            loss = loss + self.contrastive_weight * self._log(
+                stage, "contrastive", contrastive, batch
             )
-            loss = loss + self.contrastive_weight * contrastive
-        self.log(
-            f"{stage}/loss",
-            loss,
-            prog_bar=True,
-            batch_size=batch.batch_size,
-            sync_dist=stage != "train",
-        )
+        for name, weight, term in (
+            ("variance", self.variance_weight, variance_loss),
+            ("covariance", self.covariance_weight, covariance_loss),
+        ):
+            if weight > 0:  # on the encodings of every view together
+                loss = loss + weight * self._log(stage, name, term(torch.cat(spread)), batch)
+        self._log(stage, "", loss, batch, prog_bar=True)
         counts = batch.num_tokens(0)
         self._last_token_counts = {
             "encoded": counts[MaskValue.ENCODER] * batch.num_views,
@@ -423,6 +425,15 @@ class LatentMIM(L.LightningModule):
             "target": decoded,
         }
         return loss
+
+    def _log(
+        self, stage: str, name: str, value: Tensor, batch: MaskedBatch, prog_bar: bool = False
+    ) -> Tensor:
+        """Log `<stage>/<name>_loss` (`<stage>/loss` for the total) and return the value."""
+        key = f"{stage}/{name}_loss" if name else f"{stage}/loss"
+        sync = stage != "train"
+        self.log(key, value, prog_bar=prog_bar, batch_size=batch.batch_size, sync_dist=sync)
+        return value
 
     def training_step(self, batch: MaskedBatch, batch_idx: int) -> Tensor:
         """One optimisation step's loss."""
