@@ -11,13 +11,21 @@ radar and Landsat see the same field layout as Sentinel-2 (cross-sensor agreemen
    (the delta `STUDY_CONFIG`, written next to the run),
 3. embeds the held-out samples with the pretrained encoder, four random inits of the same
    architecture, and Galileo nano's published weights, and scores kNN (k = 20, the sweep's
-   protocol) and a linear probe on a fixed half/half split of them, plus kNN per factor, the
-   effective rank of the embeddings, and the z-scored band means as a reference row.
+   protocol) and a linear probe on a fixed half/half split of them, plus kNN per factor, a
+   linear read-out per factor (ridge on standardized embeddings, its penalty chosen by 5-fold
+   cross-validation on the fit half: is the factor in the embedding at all, whatever its
+   scale?), the effective rank of the embeddings, and the z-scored band means as a reference.
 
 One command reproduces the table in docs/benchmarks.md (each step is skipped when its output
 exists):
 
     python bench/learnability.py --galileo tests/fixtures/galileo_nano
+
+A variant of the recipe is a YAML delta over `STUDY_CONFIG` (those of docs/benchmarks.md are in
+bench/learnability_variants/), pretrained and scored in its own folder:
+
+    python bench/learnability.py --out runs/learnability/gain --seeds \
+        --delta bench/learnability_variants/gain.yaml
 """
 
 from __future__ import annotations
@@ -119,8 +127,8 @@ def build_data(out: Path, seed: int) -> LearnabilityDataset:
     return LearnabilityDataset.open(out / "data")
 
 
-def pretrain(out: Path, data: LearnabilityDataset, steps: int) -> Path:
-    """Run `helios fit` with the study delta unless `out/pretrain/encoder.pt` exists."""
+def pretrain(out: Path, data: LearnabilityDataset, steps: int, variant: Path | None) -> Path:
+    """Run `helios fit` with the study delta (then `variant`) unless the encoder exists."""
     run = out / "pretrain"
     encoder = run / "encoder.pt"
     if encoder.exists():
@@ -132,7 +140,11 @@ def pretrain(out: Path, data: LearnabilityDataset, steps: int) -> Path:
     delta = out / "study.yaml"
     delta.write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "helios.cli", "fit", "--config", "configs/latent_mim.yaml"]
-    cmd += ["--config", str(delta), "--trainer.default_root_dir", str(run)]
+    cmd += ["--config", str(delta)]
+    if variant is not None:
+        (out / "variant.yaml").write_text(variant.read_text())
+        cmd += ["--config", str(out / "variant.yaml")]
+    cmd += ["--trainer.default_root_dir", str(run)]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -147,6 +159,7 @@ class Scores:
     knn: float
     probe: float
     factors: list[float]
+    linear: list[float]
     rank: float
 
 
@@ -191,6 +204,34 @@ class Study:
         trainer.test(probe, loaders[1], verbose=False)
         return float(probe.results["test"]["accuracy"])
 
+    def ridge(self, emb: Tensor, y: Tensor) -> float:
+        """Test accuracy of a ridge read-out of a binary factor from standardized embeddings.
+
+        Standardized with the fit half's statistics, so a factor held in a low-variance
+        direction counts as much as one in a high-variance direction; the penalty is chosen by
+        5-fold cross-validation on the fit half.
+        """
+        x = emb.double()
+        x = (x - x[self.fit].mean(0)) / x[self.fit].std(0).clamp_min(1e-8)
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        t = 2.0 * y.double() - 1.0
+
+        def solve(rows: np.ndarray, lam: float) -> Tensor:
+            a = x[rows]
+            eye = torch.eye(a.shape[1], dtype=a.dtype)
+            return torch.linalg.solve(a.T @ a + lam * eye, a.T @ t[rows])
+
+        def accuracy(w: Tensor, rows: np.ndarray) -> float:
+            return float(((x[rows] @ w > 0).long() == y[rows]).double().mean())
+
+        folds = np.array_split(self.fit, 5)
+        lams = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]
+        cv = [
+            np.mean([accuracy(solve(np.setdiff1d(self.fit, f), lam), f) for f in folds])
+            for lam in lams
+        ]
+        return accuracy(solve(self.fit, lams[int(np.argmax(cv))]), self.test)
+
     def score(self, emb: Tensor) -> Scores:
         """kNN and probe accuracy, kNN per factor, effective rank."""
         factors = torch.as_tensor(self.heldout.factors)
@@ -198,6 +239,7 @@ class Study:
             knn=self.knn(emb, self.y, TASK.num_classes),
             probe=self.probe(emb),
             factors=[self.knn(emb, factors[:, i], 2) for i in range(len(LEARNABILITY_FACTORS))],
+            linear=[self.ridge(emb, factors[:, i]) for i in range(len(LEARNABILITY_FACTORS))],
             rank=effective_rank(emb),
         )
 
@@ -241,7 +283,8 @@ def row(cells: list[str]) -> None:
 
 def print_row(name: str, s: Scores) -> None:
     """One model's row."""
-    row([name, f"{s.knn:.3f}", f"{s.probe:.3f}", *(f"{v:.3f}" for v in s.factors), f"{s.rank:.1f}"])
+    cells = [f"{v:.3f}" for v in (s.knn, s.probe, *s.factors, *s.linear)]
+    row([name, *cells, f"{s.rank:.1f}"])
 
 
 def main() -> None:
@@ -253,13 +296,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3], help="random inits")
     ap.add_argument("--galileo", default=None, help="Galileo nano's published model folder")
     ap.add_argument("--encoder", default=None, help="score this encoder.pt instead of pretraining")
+    ap.add_argument("--delta", type=Path, default=None, help="YAML delta over STUDY_CONFIG")
     args = ap.parse_args()
 
     out = Path(args.out)
     data = build_data(out, args.seed)
-    encoder = Path(args.encoder) if args.encoder else pretrain(out, data, args.steps)
+    encoder = Path(args.encoder) if args.encoder else pretrain(out, data, args.steps, args.delta)
     study = Study(data)
     factor_cols = [f"kNN {f}" for f in LEARNABILITY_FACTORS]
+    factor_cols += [f"linear {f}" for f in LEARNABILITY_FACTORS]
     row(["model", "kNN (8 classes)", "linear probe", *factor_cols, "effective rank"])
     row(["---"] * (4 + len(factor_cols)))
     for spec in models(encoder, args.seeds, args.galileo):
