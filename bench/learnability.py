@@ -148,6 +148,10 @@ def pretrain(out: Path, data: LearnabilityDataset, steps: int, variant: Path | N
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if variant is not None:  # a delta may set its own number of steps
+        steps = (
+            (yaml.safe_load(variant.read_text()) or {}).get("trainer", {}).get("max_steps", steps)
+        )
     print(f"pretraining: {steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
     return encoder
 
