@@ -142,16 +142,15 @@ def pretrain(out: Path, data: LearnabilityDataset, steps: int, variant: Path | N
     cmd = [sys.executable, "-m", "helios.cli", "fit", "--config", "configs/latent_mim.yaml"]
     cmd += ["--config", str(delta)]
     if variant is not None:
-        (out / "variant.yaml").write_text(variant.read_text())
+        text = variant.read_text()
+        (out / "variant.yaml").write_text(text)
         cmd += ["--config", str(out / "variant.yaml")]
+        # a delta may set its own number of steps
+        steps = (yaml.safe_load(text) or {}).get("trainer", {}).get("max_steps", steps)
     cmd += ["--trainer.default_root_dir", str(run)]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    if variant is not None:  # a delta may set its own number of steps
-        steps = (
-            (yaml.safe_load(variant.read_text()) or {}).get("trainer", {}).get("max_steps", steps)
-        )
     print(f"pretraining: {steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
     return encoder
 

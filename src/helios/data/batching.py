@@ -181,22 +181,18 @@ class SampleTokenizer:
         t = plan.num_timesteps
         steps = np.arange(t) + self._time_start(sample, t, rng) if t_full else np.arange(t)
 
-        raw, data, tokens = self._cut(sample, offset, crop, steps, plan)
-        cuts = [(raw, data)]
-        views = [self.masking(tokens, rng)]
-        for _ in range(1, self.num_views):
-            if self.view_crops:  # the view's own crop, then its mask
-                raw_v, data_v, tokens_v = self._cut(
-                    sample, self._offset(size, crop, rng), crop, steps, plan
-                )
-                cuts.append((raw_v, data_v))
-                views.append(self.masking(tokens_v, rng))
+        first = self._cut(sample, offset, crop, steps, plan)
+        cuts, views = [], []
+        for v in range(self.num_views):  # a view's own crop (if asked for), then its mask
+            if v == 0 or not self.view_crops:
+                cuts.append(first)
             else:
-                cuts.append((raw, data))
-                views.append(self.masking(tokens, rng))
+                cuts.append(self._cut(sample, self._offset(size, crop, rng), crop, steps, plan))
+            views.append(self.masking(cuts[-1][2], rng))
+        data = first[1]
         view_data = []
         if self.augmentation is not None or self.view_crops:
-            for raw_v, data_v in cuts:
+            for raw_v, data_v, _ in cuts:
                 if self.augmentation is not None:
                     changed = self.augmentation(raw_v, rng)
                     data_v = {n: self.normalizer(n, changed[n]) if n in changed else a

@@ -397,12 +397,14 @@ class LatentMIM(L.LightningModule):
 
     def _step(self, batch: MaskedBatch, stage: str) -> Tensor:
         losses, pooled, spread, decoded = [], [], [], 0
+        spreading = self.variance_weight > 0 or self.covariance_weight > 0
         for v in range(batch.num_views):
             loss, encoded, n = self._view_loss(batch, v)
             losses.append(loss)
             decoded += n
             pooled.append(encoded.pool("mean"))
-            spread += [pooled[-1]] if self.spread_on == "pooled" else encoded.visible()
+            if spreading:
+                spread += [pooled[-1]] if self.spread_on == "pooled" else encoded.visible()
         loss = self._log(stage, "mim", torch.stack(losses).mean(), batch, stage == "train")
         if batch.num_views >= 2 and self.contrastive_weight > 0:
             head = getattr(self, "contrastive_head", None)
@@ -411,12 +413,14 @@ class LatentMIM(L.LightningModule):
             loss = loss + self.contrastive_weight * self._log(
                 stage, "contrastive", contrastive, batch
             )
-        for name, weight, term in (
-            ("variance", self.variance_weight, variance_loss),
-            ("covariance", self.covariance_weight, covariance_loss),
-        ):
-            if weight > 0:  # on the encodings of every view together
-                loss = loss + weight * self._log(stage, name, term(torch.cat(spread)), batch)
+        if spreading:  # on the encodings of every view together
+            every = torch.cat(spread)
+            for name, weight, term in (
+                ("variance", self.variance_weight, variance_loss),
+                ("covariance", self.covariance_weight, covariance_loss),
+            ):
+                if weight > 0:
+                    loss = loss + weight * self._log(stage, name, term(every), batch)
         self._log(stage, "", loss, batch, prog_bar=True)
         counts = batch.num_tokens(0)
         self._last_token_counts = {
